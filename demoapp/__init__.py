@@ -1,0 +1,1 @@
+"""The demo deployment of gestore-retention: a small multi-tenant SaaS."""

@@ -1,0 +1,49 @@
+"""Errors of gestore_retention: one base and a few precise subclasses.
+
+Every message names what is wrong and where: the model label, the field, the
+file, the key. Commands turn a RetentionError into one line on stderr and a
+non-zero exit; anything else is a bug and keeps its traceback.
+"""
+
+
+class RetentionError(Exception):
+    """Base of every error gestore_retention raises on purpose."""
+
+
+class ObjectSpecError(RetentionError):
+    """An object written `<app_label>.<Model>.<pk>` is malformed or names nothing."""
+
+
+class PolicyError(RetentionError):
+    """A policy file or policy definition is invalid (names the file and the key)."""
+
+
+class KeyError_(RetentionError):
+    """A key is missing, unreadable or unusable."""
+
+
+KeyringError = KeyError_
+
+
+class BundleError(RetentionError):
+    """A bundle cannot be trusted or read: signature, decryption, parsing, schema."""
+
+
+class RestoreError(RetentionError):
+    """A bundle cannot be applied to this database; nothing was written."""
+
+    def __init__(self, message, *, conflicts=None):
+        super().__init__(message)
+        self.conflicts = conflicts or []
+
+
+class EraseRefused(RetentionError):
+    """Erasure was refused: the subject changed, is on hold, or is protected."""
+
+
+class VerificationFailed(RetentionError):
+    """The trial restore of a bundle did not reproduce the exported rows."""
+
+
+class AuditChainBroken(RetentionError):
+    """The audit log's hash chain does not verify."""
