@@ -1,0 +1,47 @@
+# gestore-retention: developer entry points.
+#
+#   make demo   build the virtualenv, then run the end-to-end demo on SQLite (var/)
+#   make test   run the test suite on SQLite, PostgreSQL and MariaDB (those that answer)
+#   make venv   create .venv and install the project with its extras
+#   make clean  remove var/, caches and build files (keeps .venv); distclean also removes .venv
+#
+# Overrides (environment or make variables): PYTHON, DBS, PG_URL, MYSQL_URL,
+# CELERY_TEST_BROKER, PYTEST_ARGS, TEST_TIMEOUT; see scripts/testmatrix.sh.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+EXTRAS := test,postgres,mysql,redis
+
+# Make variables given on the command line reach the scripts.
+export DBS PG_URL MYSQL_URL CELERY_TEST_BROKER PYTEST_ARGS TEST_TIMEOUT
+
+.PHONY: venv test demo clean distclean help
+
+help:
+	@sed -n '2,9p' Makefile | sed 's/^# \{0,1\}//'
+
+venv: $(VENV)/.installed
+
+# Re-installs only when pyproject.toml changed (or the venv is missing).
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "error: $(PYTHON) is Python %d.%d; gestore-retention needs 3.11+ (make PYTHON=python3.12 ...)" % sys.version_info[:2])'
+	@if [ ! -x $(PY) ]; then \
+		echo "creating $(VENV) with $$($(PYTHON) --version)"; \
+		$(PYTHON) -m venv $(VENV) && $(PY) -m pip install --quiet --upgrade pip; \
+	fi
+	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
+	@touch $@
+
+test: venv
+	@PY=$(PY) bash scripts/testmatrix.sh
+
+demo: venv
+	@PY=$(PY) bash scripts/demo.sh
+
+clean:
+	rm -rf var/ .pytest_cache/ .hypothesis/ .tox/ build/ dist/ *.egg-info/
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)
