@@ -1,0 +1,170 @@
+"""Engine: guarded deletion through Django's deletion Collector.
+
+Gather, check, execute. The Collector gathers what Django would delete; the
+guard refuses unless that is exactly the plan's owned set (and the changed
+rows are the plan's updates), the rows still hash to what was exported, and
+a caller's precheck (a legal hold, say) passes, all inside one transaction
+that holds a lock on the subjects.
+"""
+from collections import defaultdict
+from dataclasses import dataclass
+
+from django.db import connections, transaction
+from django.db.models import ProtectedError, RestrictedError
+from django.db.models.deletion import Collector
+
+from .errors import EraseRefused
+from .graph import relations
+from .graph.walk import walk
+from .records import owned_digest
+
+
+@dataclass(frozen=True)
+class EraseResult:
+    """What an erase did: rows deleted per model, rows changed per model."""
+
+    subjects: tuple
+    deleted: dict  # {label: n}
+    updated: dict  # {label: n}
+    digest: str
+
+    @property
+    def total(self):
+        return sum(self.deleted.values())
+
+
+def _instances(plan):
+    objs = []
+    for model_label, pk in plan.subjects:
+        model = relations.get_model(model_label)
+        objs.extend(model._base_manager.using(plan.using).filter(pk=pk))
+    return objs
+
+
+def collect(plan):
+    """Return a Collector that has gathered `plan`'s subjects (nothing is deleted)."""
+    collector = Collector(using=plan.using, origin=None)
+    try:
+        collector.collect(_instances(plan))
+    except (ProtectedError, RestrictedError) as exc:
+        raise EraseRefused(f"Django refuses the delete: {exc.args[0]}") from None
+    return collector
+
+
+def _pks(objs):
+    if hasattr(objs, "values_list"):
+        return set(objs.values_list("pk", flat=True))
+    return {obj.pk for obj in objs}
+
+
+def collected_keys(collector):
+    """Return ({label: {pk}} deleted, {label: {pk}} changed) as the Collector sees them."""
+    deleted = defaultdict(set)
+    for model, instances in collector.data.items():
+        deleted[relations.label(model)] |= {obj.pk for obj in instances}
+    for qs in collector.fast_deletes:
+        deleted[relations.label(qs.model)] |= _pks(qs)
+    changed = defaultdict(set)
+    for (field, _value), batches in collector.field_updates.items():
+        for objs in batches:
+            changed[relations.label(field.model)] |= _pks(objs)
+    return deleted, changed
+
+
+def check_collector(plan, collector):
+    """Raise EraseRefused unless the Collector would delete exactly `plan.owned`."""
+    deleted, changed = collected_keys(collector)
+    problems = []
+    for model_label in sorted(set(deleted) | set(plan.owned)):
+        have, want = deleted.get(model_label, set()), set(plan.owned.get(model_label, ()))
+        if have - want:
+            problems.append(f"{model_label}: {len(have - want)} row(s) not in the bundle")
+        if want - have:
+            problems.append(f"{model_label}: {len(want - have)} bundled row(s) would not be deleted")
+    for model_label, pks in sorted(changed.items()):
+        known = set(plan.owned.get(model_label, ()))
+        for per_field in plan.updates.get(model_label, {}).values():
+            known |= per_field
+        if pks - known:
+            problems.append(f"{model_label}: {len(pks - known)} changed row(s) not in the bundle")
+    if problems:
+        raise EraseRefused("the delete would not match the bundle: " + "; ".join(problems))
+
+
+def lock_subjects(plan):
+    """Lock the subject rows for the rest of the transaction.
+
+    PostgreSQL and MySQL/MariaDB: SELECT ... FOR UPDATE. SQLite has no row
+    locks; a no-op UPDATE takes the database write lock at once, so no other
+    connection can write until we commit.
+    """
+    connection = connections[plan.using]
+    for model_label, pk in plan.subjects:
+        qs = relations.get_model(model_label)._base_manager.using(plan.using).filter(pk=pk)
+        if connection.vendor == "sqlite":
+            pk_field = qs.model._meta.pk
+            qs.update(**{pk_field.attname: pk})
+        else:
+            list(qs.select_for_update().values_list("pk"))
+
+
+def erase(plan, *, expected_digest=None, precheck=None, on_erased=None):
+    """Delete `plan`'s subjects, refusing if anything differs from `plan`.
+
+    Inside one transaction: lock the subjects, run `precheck()` (it raises to
+    refuse), walk again and require the same owned set, updates and (when
+    given) the same row digest, require Django's Collector to agree, delete,
+    then call `on_erased(result)` so the caller's audit event commits with the
+    deletion. Raises EraseRefused and deletes nothing when any check fails.
+    """
+    with transaction.atomic(using=plan.using):
+        lock_subjects(plan)
+        if precheck is not None:
+            precheck()
+        fresh = walk(plan.subjects, scope=plan.scope, using=plan.using)
+        if fresh.blockers:
+            raise EraseRefused("erasure is blocked: " + "; ".join(str(b) for b in fresh.blockers))
+        _require_same(plan, fresh)
+        digest = owned_digest(fresh)
+        if expected_digest is not None and digest != expected_digest:
+            raise EraseRefused(
+                "rows changed since the bundle was made (digest differs); nothing deleted, export again"
+            )
+        collector = collect(fresh)
+        check_collector(fresh, collector)
+        _, changed = collected_keys(collector)
+        _total, per_model = collector.delete()
+        result = EraseResult(
+            subjects=plan.subjects,
+            deleted=_by_label(per_model),
+            updated={k: len(v) for k, v in changed.items()},
+            digest=digest,
+        )
+        if on_erased is not None:
+            on_erased(result)
+    return result
+
+
+def _by_label(per_model):
+    out = defaultdict(int)
+    for label_, n in per_model.items():
+        if n:
+            out[relations.get_model(label_)._meta.label] += n
+    return dict(out)
+
+
+def _require_same(plan, fresh):
+    problems = []
+    for model_label in sorted(set(plan.owned) | set(fresh.owned)):
+        old, new = plan.owned.get(model_label, frozenset()), fresh.owned.get(model_label, frozenset())
+        if new - old:
+            problems.append(f"{model_label}: {len(new - old)} new row(s)")
+        if old - new:
+            problems.append(f"{model_label}: {len(old - new)} row(s) gone")
+    for model_label in sorted(set(plan.updates) | set(fresh.updates)):
+        if dict(plan.updates.get(model_label, {})) != dict(fresh.updates.get(model_label, {})):
+            problems.append(f"{model_label}: rows that erasure changes differ")
+    if problems:
+        raise EraseRefused(
+            "the owned set changed since the bundle was made (" + "; ".join(problems) + "); nothing deleted"
+        )

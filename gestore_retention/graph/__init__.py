@@ -1,0 +1,1 @@
+"""Engine: the model graph (relations.py) and the batched walk (walk.py)."""

@@ -1,0 +1,267 @@
+"""Engine: rows <-> records, with an exact round trip of every field type.
+
+A record has Django's fixture shape, plus a role:
+
+    {"model": "demoapp.project", "pk": 3, "fields": {...}, "role": "owned"}
+
+Roles: "reference" (shared rows a restore needs; created only when missing),
+"owned" (rows erasure removes), "update" (old values of the columns erasure
+changes; "fields" holds only those columns), "file" (a stored file's bytes,
+base64, for a FileField of an owned row). `loaddata` ignores the role, so a
+decrypted payload can still be loaded by Django as a last resort.
+
+Foreign keys are written under the field name with the raw column value, as
+Django's serializers do; a multi-table child's record holds its own table's
+columns and its parent is a record of its own.
+"""
+import base64
+import hashlib
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.db import models
+from django.utils.dateparse import parse_duration
+from django.utils.duration import duration_string
+
+from . import conf
+from .errors import BundleError
+from .graph import relations
+from .graph.walk import _chunks
+
+ROLES = ("reference", "owned", "update", "file")
+
+
+# -- field codecs -----------------------------------------------------------
+def _identity(value):
+    return value
+
+
+def _iso(value):
+    return value.isoformat()
+
+
+def _b64(value):
+    return base64.b64encode(bytes(value)).decode("ascii")
+
+
+def _decimal_out(value):
+    return str(value)
+
+
+def encoder(field):
+    """Return a function turning a Python value of `field` into a JSON value."""
+    if field.is_relation and field.remote_field:
+        return encoder(field.target_field)
+    internal = field.get_internal_type()
+    if internal == "DecimalField":
+        return _decimal_out
+    if internal in ("DateTimeField", "DateField", "TimeField"):
+        return _iso
+    if internal == "DurationField":
+        return duration_string
+    if internal == "UUIDField":
+        return str
+    if internal == "BinaryField":
+        return _b64
+    if isinstance(field, models.FileField):
+        return lambda value: value.name if hasattr(value, "name") else value
+    return _identity
+
+
+def decoder(field):
+    """Return a function turning a JSON value back into the Python value of `field`."""
+    if field.is_relation and field.remote_field:
+        return decoder(field.target_field)
+    internal = field.get_internal_type()
+    if internal == "JSONField":
+        return _identity
+    if internal == "BinaryField":
+        return lambda v: base64.b64decode(v)
+    if internal == "DurationField":
+        return parse_duration
+    if internal == "DecimalField":
+        return Decimal
+    if isinstance(field, models.FileField):
+        return _identity
+    return field.to_python
+
+
+def _encode_row(codecs, row):
+    return {name: (None if v is None else enc(v)) for (name, enc), v in zip(codecs, row)}
+
+
+def canonical(record):
+    """Return the canonical JSON text of a record (what digests are taken over)."""
+    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+# -- export -----------------------------------------------------------------
+@dataclass(frozen=True)
+class ModelCodec:
+    """How one model's rows become records: columns, encoders, pk encoder."""
+
+    model: type
+    label_lower: str
+    names: tuple  # field names, in column order (pk excluded)
+    attnames: tuple
+    encoders: tuple
+    pk_attname: str
+    pk_encoder: object
+
+    @classmethod
+    def of(cls, model):
+        model = model._meta.concrete_model
+        pk = model._meta.pk
+        cols = [(n, a, f) for n, a, f in relations.local_fields(model) if f is not pk]
+        return cls(
+            model=model,
+            label_lower=model._meta.label_lower,
+            names=tuple(n for n, _, _ in cols),
+            attnames=tuple(a for _, a, _ in cols),
+            encoders=tuple(encoder(f) for _, _, f in cols),
+            pk_attname=pk.attname,
+            pk_encoder=encoder(pk),
+        )
+
+    def fetch(self, qs, pks, batch, attnames=None, names=None, encoders=None):
+        """Yield (pk, {name: json value}) for `pks`, one query per batch."""
+        attnames = self.attnames if attnames is None else attnames
+        names = self.names if names is None else names
+        encoders = self.encoders if encoders is None else encoders
+        codecs = list(zip(names, encoders))
+        for chunk in _chunks(pks, batch):
+            rows = qs.filter(pk__in=chunk).order_by("pk").values_list(self.pk_attname, *attnames)
+            for row in rows:
+                yield self.pk_encoder(row[0]), _encode_row(codecs, row[1:])
+
+
+class Export:
+    """Stream a Plan's rows as records.
+
+    Iterate `records()` once; afterwards `counts` ({role: {label: n}}) and
+    `digest` (SHA-256 over the canonical owned and update records, which the
+    erase guard recomputes) are set.
+    """
+
+    def __init__(self, plan, *, batch_size=None, storage=None):
+        self.plan = plan
+        self.batch = batch_size or conf.get("BATCH_SIZE")
+        self.storage = storage
+        self.counts = defaultdict(lambda: defaultdict(int))
+        self.digest = None
+        self._hashes = defaultdict(hashlib.sha256)  # {label_lower: sha256 of its owned+update records}
+
+    def models(self):
+        labels = set(self.plan.owned) | set(self.plan.references) | set(self.plan.updates)
+        return relations.insert_order([relations.get_model(lb) for lb in labels])
+
+    def records(self):
+        plan = self.plan
+        ordered = self.models()
+        for model in ordered:
+            lb = relations.label(model)
+            codec = ModelCodec.of(model)
+            qs = model._base_manager.using(plan.using)
+            if lb in plan.references:
+                yield from self._emit(codec, qs, plan.references[lb], "reference")
+            if lb in plan.owned:
+                yield from self._emit(codec, qs, plan.owned[lb], "owned")
+                if plan.scope.include_files:
+                    yield from self._files(codec, qs, plan.owned[lb])
+        yield from self._updates(ordered)
+        self.digest = self.final_digest()
+
+    def _updates(self, ordered):
+        for model in ordered:
+            lb = relations.label(model)
+            for fname, pks in sorted(self.plan.updates.get(lb, {}).items()):
+                field = model._meta.get_field(fname)
+                yield from self._emit(
+                    ModelCodec.of(model), model._base_manager.using(self.plan.using), pks, "update",
+                    attnames=(field.attname,), names=(field.name,), encoders=(encoder(field),),
+                )
+
+    def final_digest(self):
+        """Combine the per-model hashes, in label order (independent of insert order)."""
+        total = hashlib.sha256()
+        for lb in sorted(self._hashes):
+            total.update(f"{lb}:{self._hashes[lb].hexdigest()}\n".encode())
+        return total.hexdigest()
+
+    def _emit(self, codec, qs, pks, role, **fetch_kw):
+        natural = relations.is_natural_key_model(codec.model)
+        for pk, fields in codec.fetch(qs, pks, self.batch, **fetch_kw):
+            record = {"model": codec.label_lower, "pk": pk, "fields": fields, "role": role}
+            if natural and role == "reference":
+                record["natural_key"] = _natural_key(codec.model, pk, self.plan.using)
+            if role in ("owned", "update"):
+                self._hashes[codec.label_lower].update(canonical(record).encode() + b"\n")
+            self.counts[role][codec.label_lower] += 1
+            yield record
+
+    def _files(self, codec, qs, pks):
+        file_fields = [f for f in codec.model._meta.local_concrete_fields if isinstance(f, models.FileField)]
+        for f in file_fields:
+            for chunk in _chunks(pks, self.batch):
+                rows = qs.filter(pk__in=chunk).exclude(**{f.attname: ""}).order_by("pk")
+                for pk, name in rows.values_list(codec.pk_attname, f.attname):
+                    if not name:
+                        continue
+                    storage = f.storage if self.storage is None else self.storage
+                    try:
+                        with storage.open(name, "rb") as fh:
+                            data = fh.read()
+                    except FileNotFoundError:
+                        data = None  # the row names a file that is gone: say so
+                    record = {
+                        "model": codec.label_lower,
+                        "pk": codec.pk_encoder(pk),
+                        "role": "file",
+                        "fields": {f.name: {"name": name, "data": None if data is None else _b64(data)}},
+                    }
+                    self.counts["file"][codec.label_lower] += 1
+                    yield record
+
+
+def _natural_key(model, pk, using):
+    obj = model._base_manager.using(using).get(pk=pk)
+    return list(obj.natural_key())
+
+
+def owned_digest(plan, *, batch_size=None):
+    """Return the digest of `plan`'s owned and update rows as they are now.
+
+    Equal to `Export(plan).digest` when nothing changed in between; the erase
+    guard compares the two.
+    """
+    exp = Export(plan, batch_size=batch_size)
+    ordered = exp.models()
+    for model in ordered:
+        lb = relations.label(model)
+        if lb in plan.owned:
+            qs = model._base_manager.using(plan.using)
+            for _ in exp._emit(ModelCodec.of(model), qs, plan.owned[lb], "owned"):
+                pass
+    for _ in exp._updates(ordered):
+        pass
+    return exp.final_digest()
+
+
+def schema(labels):
+    """Return {label_lower: fingerprint} for the models named in `labels`."""
+    return {
+        relations.get_model(lb)._meta.label_lower: relations.schema_fingerprint(relations.get_model(lb))
+        for lb in sorted(labels)
+    }
+
+
+def model_for_record(record):
+    """Return the concrete model a record names, or raise BundleError."""
+    try:
+        return relations.get_model(record["model"])
+    except Exception:
+        raise BundleError(f"record names unknown model {record.get('model')!r}") from None
+
+
