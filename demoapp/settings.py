@@ -67,6 +67,10 @@ DATABASES = {
         os.environ.get("DATABASE_URL", f"sqlite:///{VAR_DIR / 'demo.sqlite3'}")
     )
 }
+# The test database's name (PostgreSQL/MySQL; default "test_" + NAME).
+# `make test` sets a name per run so that runs sharing a server don't collide.
+if os.environ.get("GESTORE_TEST_DB_NAME") and DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3":
+    DATABASES["default"].setdefault("TEST", {})["NAME"] = os.environ["GESTORE_TEST_DB_NAME"]
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -14,6 +14,7 @@
 #   CELERY_TEST_BROKER  default redis://127.0.0.1:6379/15 (tests that need a worker)
 #   PYTEST_ARGS         extra pytest arguments, e.g. "-k generator -x"
 #   TEST_TIMEOUT        seconds allowed per database run (default 360)
+#   GESTORE_TEST_DB_NAME  test database name (default test_gestore_<pid>, unique per run)
 #   CI                  true/1/yes: a service that does not answer is an error
 set -uo pipefail
 
@@ -89,8 +90,11 @@ for entry in "${plan[@]}"; do
     # A private var dir per run: media files and keys that tests write never
     # touch the demo's var/.
     vardir=$(mktemp -d "${TMPDIR:-/tmp}/gestore-test-$db.XXXXXX")
+    # A test database of its own (PostgreSQL/MariaDB): two runs on one server,
+    # e.g. two people's, must not drop each other's test_gestore.
+    testdb=${GESTORE_TEST_DB_NAME:-test_gestore_$$}
     # shellcheck disable=SC2086  # PYTEST_ARGS is split on purpose
-    DATABASE_URL=$url GESTORE_VAR_DIR=$vardir \
+    DATABASE_URL=$url GESTORE_VAR_DIR=$vardir GESTORE_TEST_DB_NAME=$testdb \
         timeout --kill-after=30 "$TEST_TIMEOUT" "$PY" -m pytest -p no:cacheprovider $PYTEST_ARGS
     rc=$?
     rm -rf "$vardir"
