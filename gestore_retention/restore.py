@@ -38,6 +38,7 @@ class RestoreResult:
     references_matched: dict  # reference rows already present (by key or natural key)
     updates_applied: dict  # rows whose erased-changed columns were put back
     updates_missing: dict  # update records whose row does not exist here
+    overridden: dict = field(default_factory=dict)  # existing owned rows overwritten (mode "override")
     files_written: tuple = field(default_factory=tuple)  # (storage, name) written
 
     @property
@@ -77,7 +78,10 @@ def _instance(model, values):
 
 
 class _Restorer:
-    def __init__(self, using, batch_size, storage):
+    def __init__(self, using, batch_size, storage, mode="fail"):
+        if mode not in MODES:
+            raise RestoreError(f"unknown restore mode {mode!r}; use one of {', '.join(MODES)}")
+        self.mode = mode
         self.using = using
         self.batch = batch_size
         self.storage = storage
@@ -91,6 +95,7 @@ class _Restorer:
         self.ref_matched = defaultdict(int)
         self.upd_applied = defaultdict(int)
         self.upd_missing = defaultdict(int)
+        self.overridden = defaultdict(int)
         self.touched_models = set()
         self.files = []
 
@@ -165,7 +170,9 @@ class _Restorer:
         rows = [self.row_values(info, r) for r in batch]
         pks = [pk for pk, _, _ in rows]
         existing = set(self.qs(info.model).filter(pk__in=pks).values_list("pk", flat=True))
-        if existing and role == "owned":
+        if existing and role == "owned" and self.mode == "override":
+            self.override(info, [(pk, values) for pk, values, _ in rows if pk in existing])
+        elif existing and role == "owned":
             keys = ", ".join(repr(pk) for pk in sorted(existing, key=str)[:10])
             raise RestoreError(
                 f"{info.label}: {len(existing)} row(s) to restore already exist (pk {keys}); nothing was restored",
@@ -173,12 +180,14 @@ class _Restorer:
             )
         objs = []
         for pk, values, deferred in rows:
-            if pk in existing:
+            if pk in existing and role == "reference":
                 self.ref_matched[info.label] += 1
                 continue
-            objs.append(_instance(info.model, values))
             for name, value in deferred.items():
                 self.deferred[info.label, name].append((pk, value))
+            if pk in existing:
+                continue  # overridden above
+            objs.append(_instance(info.model, values))
             (self.inserted if role == "owned" else self.ref_created)[info.label] += 1
         if objs:
             ops = self.connection.ops
@@ -188,6 +197,14 @@ class _Restorer:
                     objs[i : i + size], fields=info.fields, raw=True, using=self.using
                 )
             self.touched_models.add(info.model)
+
+    def override(self, info, rows):
+        """Overwrite existing rows with the bundle's values (mode "override")."""
+        names = [f.name for f in info.fields if f is not info.pk]
+        objs = [_instance(info.model, values) for _, values in rows]
+        if names:
+            self.qs(info.model).bulk_update(objs, names, batch_size=self.batch)
+        self.overridden[info.label] += len(objs)
 
     def match_natural(self, info, batch):
         manager = info.model._default_manager.db_manager(self.using)
@@ -302,14 +319,18 @@ def _unhash(value):
     return value.value if isinstance(value, _Unhashable) else value
 
 
-def restore(records, *, using="default", batch_size=None, storage=None):
+MODES = ("fail", "override")
+
+
+def restore(records, *, using="default", batch_size=None, storage=None, mode="fail"):
     """Apply `records` (an iterable of record dicts) to database `using`.
 
     Owned rows must not exist yet (RestoreError names model and keys);
     reference rows are created only when missing; update records put back
-    the columns erasure changed. All or nothing: one transaction.
+    the columns erasure changed. All or nothing: one transaction. With
+    mode="override", owned rows that exist are overwritten instead.
     """
-    restorer = _Restorer(using, batch_size or conf.get("BATCH_SIZE"), storage)
+    restorer = _Restorer(using, batch_size or conf.get("BATCH_SIZE"), storage, mode)
     try:
         with transaction.atomic(using=using):
             restorer.run(records)
@@ -323,6 +344,7 @@ def restore(records, *, using="default", batch_size=None, storage=None):
         updates_applied=dict(restorer.upd_applied),
         updates_missing={k: v for k, v in restorer.upd_missing.items() if v},
         files_written=tuple(restorer.files),
+        overridden=dict(restorer.overridden),
     )
 
 

@@ -1,0 +1,86 @@
+"""What every gestore_retention command shares: object specs, errors, output.
+
+Commands are thin: they parse options, call one library function and format
+the result it returns. A RetentionError becomes one line on stderr and a
+non-zero exit (CommandError); anything else is a bug and keeps its traceback.
+"""
+import sys
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+from django.db import DEFAULT_DB_ALIAS
+
+from ..errors import ObjectSpecError, RetentionError
+from ..graph import relations
+
+
+def parse_object(spec):
+    """Parse `<app_label>.<Model>.<pk>` into (concrete model, pk value).
+
+    The pk is everything after the second dot, so UUIDs, char keys and keys
+    containing dots are fine. Raise ObjectSpecError naming the spec.
+    """
+    parts = spec.split(".", 2)
+    if len(parts) != 3 or not all(parts):
+        raise ObjectSpecError(f"{spec!r}: expected <app_label>.<Model>.<pk>, e.g. demoapp.Organisation.42")
+    app_label, model_name, raw_pk = parts
+    try:
+        model = relations.get_model(f"{app_label}.{model_name}")
+    except ObjectSpecError:
+        raise ObjectSpecError(f"{spec!r}: unknown model {app_label}.{model_name}") from None
+    try:
+        pk = model._meta.pk.to_python(raw_pk)
+    except ValidationError:
+        raise ObjectSpecError(f"{spec!r}: {raw_pk!r} is not a valid primary key for {model._meta.label}") from None
+    return model, pk
+
+
+class RetentionCommand(BaseCommand):
+    """Base of the commands: --database, and RetentionError -> CommandError."""
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--database", default=DEFAULT_DB_ALIAS,
+            help='Database alias to work on (default: "default").',
+        )
+
+    def execute(self, *args, **options):
+        try:
+            return super().execute(*args, **options)
+        except RetentionError as exc:
+            raise CommandError(str(exc)) from exc
+
+    def objects(self, specs):
+        return [parse_object(s) for s in specs]
+
+    def table(self, rows, headers):
+        """Write an aligned text table."""
+        rows = [[str(c) for c in r] for r in rows]
+        widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+        line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
+        self.stdout.write(line)
+        self.stdout.write("  ".join("-" * w for w in widths))
+        for r in rows:
+            self.stdout.write("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+
+    def plan_table(self, counts):
+        """Write a {role: {label: n}} mapping as a table of models by role."""
+        roles = ["owned", "updates", "references"]
+        labels = sorted({lb for role in roles for lb in counts.get(role, {})})
+        rows = [[lb] + [counts.get(role, {}).get(lb, "") for role in roles] for lb in labels]
+        self.table(rows, ["model", *roles])
+
+    def progress(self, done, total, text=""):
+        """Show progress on stderr when it is a terminal, else one line per 10%."""
+        if total <= 0:
+            return
+        stream = sys.stderr
+        if stream.isatty():
+            width = 30
+            filled = int(width * done / total)
+            stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {text[:40]:<40}")
+            if done == total:
+                stream.write("\n")
+            stream.flush()
+        elif done == total or done % max(1, total // 10) == 0:
+            self.stderr.write(f"{done}/{total} {text}")

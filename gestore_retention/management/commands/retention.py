@@ -1,0 +1,138 @@
+"""retention: run policies, manage keys, restore bundles, check the audit log."""
+import json
+
+from django.core.management.base import CommandError
+
+from ... import audit, conf, sweep
+from ...bundle import generate_keys
+from ...models import Bundle, Job, Run
+from ...pipeline import restore_bundle
+from ...policy import get_policy, load_policies
+from ..base import RetentionCommand
+
+SUBCOMMANDS = {
+    "run": "Run a policy (or all): select subjects, export, verify, erase. In-process, no broker.",
+    "keygen": "Generate the key set (age identity, signing key) into KEYS_DIR.",
+    "restore": "Restore a bundle (file path or bundle id) into the database.",
+    "status": "Show recent runs, open jobs and stored bundles.",
+    "audit-verify": "Verify the audit log's hash chain.",
+    "policies": "Load and validate every policy file; list them.",
+    "sync-schedules": "Create or update django-celery-beat periodic tasks from the policies.",
+}
+
+
+class Command(RetentionCommand):
+    help = (
+        "Retention sweeps and their tools. Subcommands: "
+        + "; ".join(f"{k}: {v}" for k, v in SUBCOMMANDS.items())
+        + " Run `manage.py retention SUBCOMMAND --help` for the options of each."
+    )
+
+    def add_arguments(self, parser):
+        super().add_arguments(parser)
+        sub = parser.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
+        run = sub.add_parser("run", help=SUBCOMMANDS["run"], description=SUBCOMMANDS["run"])
+        run.add_argument("policy", nargs="?", help="Policy name or path to a .toml file (default: every policy).")
+        run.add_argument("--dry-run", action="store_true", help="Print the plan (subjects, rows per model); write nothing.")
+        keygen = sub.add_parser("keygen", help=SUBCOMMANDS["keygen"], description=SUBCOMMANDS["keygen"])
+        keygen.add_argument("--dir", help="Directory for the key files (default: the KEYS_DIR setting).")
+        keygen.add_argument("--epoch", type=int, default=None, help="Epoch number of the new encryption key.")
+        restore = sub.add_parser("restore", help=SUBCOMMANDS["restore"], description=SUBCOMMANDS["restore"])
+        restore.add_argument("bundle", metavar="BUNDLE", help="Bundle file path or bundle id.")
+        restore.add_argument("--dry-run", action="store_true", help="Restore, report, then roll back.")
+        restore.add_argument("--mode", choices=["fail", "override"], default="fail",
+                             help="What to do when rows exist: fail (default, change nothing) or override.")
+        sub.add_parser("status", help=SUBCOMMANDS["status"], description=SUBCOMMANDS["status"])
+        sub.add_parser("audit-verify", help=SUBCOMMANDS["audit-verify"], description=SUBCOMMANDS["audit-verify"])
+        sub.add_parser("policies", help=SUBCOMMANDS["policies"], description=SUBCOMMANDS["policies"])
+        sync = sub.add_parser("sync-schedules", help=SUBCOMMANDS["sync-schedules"],
+                              description=SUBCOMMANDS["sync-schedules"])
+        sync.add_argument("--dry-run", action="store_true", help="Show the changes; write nothing.")
+
+    def handle(self, *args, **opts):
+        getattr(self, "do_" + opts["subcommand"].replace("-", "_"))(opts)
+
+    # -- subcommands -------------------------------------------------------
+    def do_run(self, opts):
+        using = opts["database"]
+        policies = [get_policy(opts["policy"])] if opts["policy"] else list(load_policies().values())
+        if not policies:
+            raise CommandError("no policies found in POLICY_DIRS")
+        for policy in policies:
+            self.stdout.write(f"policy {policy.name} ({policy.action}) sha256:{policy.text_hash[:12]}")
+            subjects, totals = sweep.dry_run(policy, using=using)
+            self.stdout.write(f"  {len(subjects)} subject(s) selected: "
+                              + ", ".join(f"{policy.subject}.{pk}" for pk, _ in subjects[:20])
+                              + (" ..." if len(subjects) > 20 else ""))
+            if subjects:
+                self.plan_table(totals)
+            if opts["dry_run"]:
+                self.stdout.write("dry run: nothing written")
+                continue
+            summary = sweep.run_policy(
+                policy, using=using,
+                progress=lambda i, n, job: self.progress(i, n, f"{job.subject_label}.{job.subject_pk} {job.stage}"),
+            )
+            self.stdout.write(
+                f"run {summary.run_id}: {summary.selected} selected; jobs by stage: "
+                + ", ".join(f"{k}={v}" for k, v in sorted(summary.stages.items()))
+                + f"; {summary.erased_rows} rows erased; {len(summary.bundles)} bundle(s)"
+            )
+            for name in summary.bundles:
+                self.stdout.write(f"  bundle {policy.storage}:{name}")
+            for error in summary.errors:
+                self.stderr.write(f"  {error}")
+
+    def do_keygen(self, opts):
+        directory = opts["dir"] or conf.get("KEYS_DIR")
+        if not directory:
+            raise CommandError('no key directory: pass --dir or set GESTORE_RETENTION["KEYS_DIR"]')
+        kwargs = {"epoch": opts["epoch"]} if opts["epoch"] else {}
+        public = generate_keys(directory, **kwargs)
+        self.stdout.write(f"keys written to {directory} (private files are mode 0400; keep them secret)")
+        for key, value in public.items():
+            self.stdout.write(f"  {key}: {value}")
+
+    def do_restore(self, opts):
+        result, metadata = restore_bundle(opts["bundle"], using=opts["database"], dry_run=opts["dry_run"],
+                                          mode=opts["mode"])
+        labels = sorted(set(result.inserted) | set(result.references_created) | set(result.updates_applied))
+        self.table([[lb, result.inserted.get(lb, ""), result.references_created.get(lb, ""),
+                     result.updates_applied.get(lb, "")] for lb in labels],
+                   ["model", "restored", "references created", "columns put back"])
+        verb = "would restore" if opts["dry_run"] else "restored"
+        self.stdout.write(f"{verb} {metadata.get('subject')} from bundle {metadata.get('bundle_id')}: "
+                          f"{result.total} rows")
+
+    def do_status(self, opts):
+        using = opts["database"]
+        runs = Run.objects.using(using).order_by("-pk")[:10]
+        self.stdout.write("recent runs:")
+        self.table([[r.pk, r.policy, r.started_at.strftime("%Y-%m-%d %H:%M:%S"), json.dumps(r.counts.get("jobs", {}))]
+                    for r in runs], ["run", "policy", "started", "jobs"])
+        open_jobs = Job.objects.using(using).filter(active_key__isnull=False).count()
+        self.stdout.write(f"open jobs: {open_jobs}")
+        bundles = Bundle.objects.using(using).order_by("-created_at")[:20]
+        self.stdout.write("bundles:")
+        self.table([[b.id, f"{b.subject_label}.{b.subject_pk}", b.storage + ":" + b.name, b.size,
+                     "yes" if b.verified_at else "no"] for b in bundles],
+                   ["bundle", "subject", "location", "bytes", "verified"])
+
+    def do_audit_verify(self, opts):
+        report = audit.verify_chain(using=opts["database"])
+        if not report.ok:
+            raise CommandError(str(report))
+        self.stdout.write(str(report))
+
+    def do_policies(self, opts):
+        policies = load_policies()
+        self.table([[p.name, p.subject, p.action, p.schedule, p.source] for p in policies.values()],
+                   ["policy", "subject", "action", "schedule", "file"])
+
+    def do_sync_schedules(self, opts):
+        from ...schedule import sync_schedules
+
+        result = sync_schedules(dry_run=opts["dry_run"])
+        self.stdout.write(str(result))
+
+

@@ -1,0 +1,216 @@
+"""Workflow: the pipeline for one subject, chaining the stages.
+
+    walk -> export -> seal -> store -> verify -> erase -> audit
+
+Each function performs one stage and appends its audit event in the same
+transaction as its database change. Policies, jobs and Celery live above
+this module (sweep.py, tasks.py); the engine and the bundle format below it.
+"""
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.utils import timezone
+
+from . import audit, conf
+from .bundle import KeyRing, read_bundle, write_bundle
+from .erase import erase
+from .errors import EraseRefused
+from .graph.walk import walk
+from .models import Bundle
+from .records import Export, schema
+from .verify import verify_restores
+
+FORMAT = "gestore-retention/1"
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Why a bundle is made: the policy (name and text hash) or a command."""
+
+    policy: str = ""
+    policy_hash: str = ""
+    keep_for: dt.timedelta | None = None
+
+
+def subject_text(plan):
+    """Return "app.Model.pk" for the plan's first subject (what audit events name)."""
+    model_label, pk = plan.subjects[0]
+    return model_label, str(pk)
+
+
+def export_bundle(plan, *, storage=None, bundle_id=None, origin=Origin(), keyring=None, now=None,
+                  action="export", then=None):
+    """Export `plan`, seal and store it, record a Bundle row and an audit event.
+
+    `then(bundle)`, if given, runs inside the transaction that records the
+    bundle, so a job's transition commits with it.
+    """
+    now = now or timezone.now()
+    storage = storage or conf.get("STORAGE")
+    keyring = keyring or KeyRing.from_settings()
+    bundle_id = bundle_id or uuid.uuid4().hex
+    label, pk = subject_text(plan)
+    exp = Export(plan)
+    metadata = {
+        "format": FORMAT,
+        "bundle_id": bundle_id,
+        "subject": f"{label}.{pk}",
+        "subjects": [f"{lb}.{p}" for lb, p in plan.subjects],
+        "policy": origin.policy,
+        "policy_hash": origin.policy_hash,
+        "created_at": now.isoformat(),
+        "schema": schema(set(plan.owned) | set(plan.references) | set(plan.updates)),
+    }
+    name = f"{bundle_id}.age"
+    sealed = write_bundle(storage, name, metadata, exp.records(), keyring)
+    try:
+        bundle = _record_bundle(plan, sealed, exp, bundle_id, storage, origin, now, action, then)
+    except BaseException:
+        discard_files(storage, sealed.name, sealed.signature_name)  # never left without its row
+        raise
+    return bundle
+
+
+def discard_files(storage, *names):
+    """Delete stored bundle files (an orphan of a failed step, a stale bundle)."""
+    from django.core.files.storage import storages
+
+    for name in names:
+        if storages[storage].exists(name):
+            storages[storage].delete(name)
+
+
+def _record_bundle(plan, sealed, exp, bundle_id, storage, origin, now, action, then):
+    label, pk = subject_text(plan)
+    with transaction.atomic(using=plan.using):
+        bundle = Bundle.objects.using(plan.using).create(
+            id=bundle_id, storage=storage, name=sealed.name, subject_label=label, subject_pk=pk,
+            policy=origin.policy, policy_hash=origin.policy_hash, created_at=now,
+            sha256=sealed.sha256, size=sealed.size, owned_digest=exp.digest,
+            counts={role: dict(c) for role, c in exp.counts.items()},
+            expires_at=now + origin.keep_for if origin.keep_for else None,
+        )
+        audit.append(
+            action, subject_label=label, subject_pk=pk, policy=origin.policy,
+            policy_hash=origin.policy_hash, bundle_id=bundle_id, now=now, using=plan.using,
+            details={"records": sealed.records, "owned": plan.total_owned, "sha256": sealed.sha256},
+        )
+        if then is not None:
+            then(bundle)
+    return bundle
+
+
+def open_records(bundle, keyring=None):
+    """Return a function giving a fresh record iterator of a stored bundle."""
+    keyring = keyring or KeyRing.from_settings()
+
+    def factory():
+        return read_bundle(bundle.storage, bundle.name, keyring).records()
+
+    return factory
+
+
+def verify_bundle(bundle, plan, *, keyring=None, now=None, then=None):
+    """Read the stored bundle back and prove it restores over `plan` (rolled back)."""
+    now = now or timezone.now()
+    report = verify_restores(plan, open_records(bundle, keyring))
+    with transaction.atomic(using=plan.using):
+        Bundle.objects.using(plan.using).filter(pk=bundle.pk).update(verified_at=now)
+        audit.append(
+            "verify", subject_label=bundle.subject_label, subject_pk=bundle.subject_pk,
+            policy=bundle.policy, policy_hash=bundle.policy_hash, bundle_id=bundle.id,
+            now=now, using=plan.using, details={"compared": report.compared, "restored": report.restored},
+        )
+        bundle.verified_at = now
+        if then is not None:
+            then(bundle)
+    return report
+
+
+def erase_subject(bundle, *, scope=None, precheck=None, on_erased=None, now=None, using="default"):
+    """Erase the bundle's subject, guarded by the verified bundle's digest."""
+    if bundle.verified_at is None:
+        raise EraseRefused(f"bundle {bundle.id} is not verified; refusing to erase")
+    now = now or timezone.now()
+    plan = walk([(bundle.subject_label, _pk(bundle))], scope=scope, using=using)
+
+    def record(result):
+        audit.append(
+            "erase", subject_label=bundle.subject_label, subject_pk=bundle.subject_pk,
+            policy=bundle.policy, policy_hash=bundle.policy_hash, bundle_id=bundle.id, now=now,
+            using=using, details={"deleted": result.total, "updated": sum(result.updated.values())},
+        )
+        if on_erased is not None:
+            on_erased(result)
+
+    return erase(plan, expected_digest=bundle.owned_digest, precheck=precheck, on_erased=record)
+
+
+def _pk(bundle):
+    from .graph.relations import get_model
+
+    return get_model(bundle.subject_label)._meta.pk.to_python(bundle.subject_pk)
+
+
+def archive_and_erase(obj, *, scope=None, using="default", origin=Origin(), keyring=None, now=None):
+    """Run the whole pipeline for one subject outside any policy (deleteobjects).
+
+    Return (bundle, EraseResult). Nothing is deleted unless the bundle was
+    stored and its trial restore reproduced every row.
+    """
+    plan = walk([obj], scope=scope, using=using)
+    if plan.blockers:
+        raise EraseRefused("erasure is blocked: " + "; ".join(str(b) for b in plan.blockers))
+    bundle = export_bundle(plan, origin=origin, keyring=keyring, now=now)
+    verify_bundle(bundle, plan, keyring=keyring, now=now)
+    return bundle, erase_subject(bundle, scope=scope, using=using, now=now)
+
+
+class _DryRun(Exception):
+    pass
+
+
+def open_source(source, keyring=None):
+    """Return (record factory, metadata) for a bundle id or a local bundle path."""
+    import os
+
+    from .bundle import open_bundle_file
+    from .errors import BundleError
+
+    keyring = keyring or KeyRing.from_settings()
+    bundle = Bundle.objects.filter(pk=source).first() if len(source) <= 40 else None
+    if bundle is not None:
+        opened = read_bundle(bundle.storage, bundle.name, keyring)
+        return (lambda: read_bundle(bundle.storage, bundle.name, keyring).records()), opened.metadata
+    if not os.path.exists(source):
+        raise BundleError(f"{source}: no such bundle file, and no bundle with that id")
+    opened = open_bundle_file(source, keyring=keyring)
+    return (lambda: open_bundle_file(source, keyring=keyring).records()), opened.metadata
+
+
+def restore_bundle(source, *, using="default", dry_run=False, mode="fail", keyring=None, now=None):
+    """Restore a bundle (id or path) into `using`, all or nothing, audited.
+
+    With `dry_run` the real restore runs and is rolled back.
+    """
+    from .restore import remove_files, restore
+
+    factory, metadata = open_source(source, keyring)
+    result = None
+    try:
+        with transaction.atomic(using=using):
+            result = restore(factory(), using=using, mode=mode)
+            if dry_run:
+                raise _DryRun
+            subject = metadata.get("subject", "")
+            label, _, pk = subject.rpartition(".")
+            audit.append(
+                "restore", subject_label=label, subject_pk=pk, bundle_id=str(metadata.get("bundle_id", ""))[:40],
+                policy=metadata.get("policy", ""), policy_hash=metadata.get("policy_hash", ""),
+                now=now, using=using, details={"rows": result.total, "mode": mode},
+            )
+    except _DryRun:
+        remove_files(result.files_written)
+    return result, metadata
