@@ -10,7 +10,7 @@ Configure with a dict in your settings module:
         "LEASE_SECONDS": 600,               # how long a worker owns a job
     }
 
-Keys may also come from the environment: GESTORE_RETENTION_KEYS_DIR.
+When KEYS_DIR is not set, the environment's GESTORE_RETENTION_KEYS_DIR is used.
 """
 import os
 
@@ -31,6 +31,6 @@ def get(name):
     if name not in DEFAULTS:
         raise AttributeError(f"unknown gestore_retention setting {name!r}")
     value = getattr(settings, "GESTORE_RETENTION", {}).get(name, DEFAULTS[name])
-    if name == "KEYS_DIR":
-        value = os.environ.get("GESTORE_RETENTION_KEYS_DIR") or value
+    if name == "KEYS_DIR" and not value:
+        value = os.environ.get("GESTORE_RETENTION_KEYS_DIR") or None
     return value
