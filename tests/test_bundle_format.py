@@ -461,3 +461,24 @@ def test_limit_header_size_and_stanzas(keyring):
     data, signature, _ = sealed(keyring, [])
     expect_limits(keyring, data, signature, "header is larger than 64 bytes", Limits(max_header_size=64))
     expect_limits(keyring, data, signature, "more than 0 stanzas", Limits(max_stanzas=0))
+
+
+def test_memory_stays_bounded(keyring):
+    import tracemalloc
+
+    class Sink:
+        size = 0
+
+        def write(self, data):
+            self.size += len(data)
+
+    def records():
+        for i in range(2000):
+            yield {"model": "a.B", "pk": i, "blob": random.Random(i).randbytes(2000).hex()}  # ~8 MB in all
+
+    sink = Sink()
+    tracemalloc.start()
+    seal(sink, METADATA, records(), keyring)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert sink.size > 4_000_000 and peak < 1_500_000

@@ -116,9 +116,9 @@ def test_from_settings_missing_dir(settings, tmp_path, monkeypatch):
         KeyRing.from_settings()
 
 
-def test_from_settings_env_wins(settings, tmp_path, monkeypatch):
+def test_from_settings_env_when_setting_unset(settings, tmp_path, monkeypatch):
     generate_keys(tmp_path / "env")
-    settings.GESTORE_RETENTION = {"KEYS_DIR": str(tmp_path / "nope")}
+    settings.GESTORE_RETENTION = {}
     monkeypatch.setenv("GESTORE_RETENTION_KEYS_DIR", str(tmp_path / "env"))
     assert KeyRing.from_settings().directory == tmp_path / "env"
 
