@@ -182,12 +182,20 @@ def open_source(source, keyring=None):
     keyring = keyring or KeyRing.from_settings()
     bundle = Bundle.objects.filter(pk=source).first() if len(source) <= 40 else None
     if bundle is not None:
-        opened = read_bundle(bundle.storage, bundle.name, keyring)
-        return (lambda: read_bundle(bundle.storage, bundle.name, keyring).records()), opened.metadata
-    if not os.path.exists(source):
+        def factory():
+            return read_bundle(bundle.storage, bundle.name, keyring).records()
+    elif os.path.exists(source):
+        def factory():
+            return open_bundle_file(source, keyring=keyring).records()
+    else:
         raise BundleError(f"{source}: no such bundle file, and no bundle with that id")
-    opened = open_bundle_file(source, keyring=keyring)
-    return (lambda: open_bundle_file(source, keyring=keyring).records()), opened.metadata
+    # Reading the metadata checks the signature and the preamble; the records
+    # are read (and checked to the end) by each call of the factory.
+    opener = (lambda: read_bundle(bundle.storage, bundle.name, keyring)) if bundle else \
+        (lambda: open_bundle_file(source, keyring=keyring))
+    with opener() as opened:
+        metadata = opened.metadata
+    return factory, metadata
 
 
 def restore_bundle(source, *, using="default", dry_run=False, mode="fail", keyring=None, now=None):

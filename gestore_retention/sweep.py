@@ -226,9 +226,9 @@ class _Held(Exception):
     pass
 
 
-def finish_run(run, using="default"):
-    """Record the run's outcome: jobs per stage."""
-    stages = Counter(run.jobs.using(using).values_list("stage", flat=True))
+def finish_run(run, job_ids, using="default"):
+    """Record the run's outcome: the stages of the jobs it drove (its own and resumed ones)."""
+    stages = Counter(Job.objects.using(using).filter(pk__in=job_ids).values_list("stage", flat=True))
     run.counts = dict(run.counts, **{"jobs": dict(stages)})
     run.finished_at = timezone.now()
     run.save(using=using, update_fields=["counts", "finished_at"])
@@ -270,7 +270,7 @@ def run_policy(policy, *, now=None, using="default", keyring=None, progress=None
             errors.append(f"{job.subject_label}.{job.subject_pk}: {job.last_error}")
         if progress:
             progress(i, len(jobs), job)
-    stages = finish_run(run, using)
+    stages = finish_run(run, jobs, using)
     return RunSummary(
         run_id=run.pk, policy=policy.name, selected=run.counts.get("selected", 0), stages=dict(stages),
         erased_rows=erased_rows, bundles=tuple(bundles), errors=tuple(errors),

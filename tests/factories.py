@@ -4,6 +4,7 @@ from decimal import Decimal
 
 from django.contrib.auth.models import User
 from django.core.files.base import ContentFile
+from django.utils import timezone
 
 from demoapp import models as m
 
@@ -23,7 +24,7 @@ def tenant(slug, *, status="churned", churned_days=200, files=False, users=None)
     ]
     org = m.Organisation.objects.create(
         name=f"Org {slug}", slug=slug, status=status, created_at=T0,
-        churned_at=T0 - dt.timedelta(days=churned_days) if status == "churned" else None,
+        churned_at=timezone.now() - dt.timedelta(days=churned_days) if status == "churned" else None,
         owner=users[0], settings={"a": None, "b": False, "c": [1, 2.5, "x"], "d": {"e": "it's"}},
         monthly_price=Decimal("19.90"),
     )
