@@ -2,6 +2,7 @@
 """Tell whether a database or broker answers, within a few seconds.
 
     python scripts/dbprobe.py URL [--timeout SECONDS]
+    python scripts/dbprobe.py URL --drop-test-db NAME
 
 URL is a postgres://, mysql:// (or mariadb://), redis:// or sqlite:// URL, as
 in DATABASE_URL. Exit status 0 and "ok <server version>" on stdout when the
@@ -12,6 +13,9 @@ Only the server is probed, not the database named in the URL: the test suite
 creates its own test database, so `gestore` itself need not exist. PostgreSQL
 is probed through its maintenance database `postgres`, MySQL/MariaDB without
 selecting a database.
+
+--drop-test-db NAME drops the database NAME (which must start with "test_")
+if it exists: `make test` uses it to clean up after a run it had to kill.
 """
 import argparse
 import socket
@@ -129,13 +133,53 @@ def probe(url, timeout=3.0):
     return PROBES[scheme](parts, timeout)
 
 
+def drop_test_db(url, name, timeout=3.0):
+    """Drop the test database `name` on the server at `url`, if it exists."""
+    if not name.startswith("test_") or not name.replace("_", "").replace("-", "").isalnum():
+        raise ProbeError(f"refusing to drop {name!r}: only test_* databases")
+    parts = urlsplit(url)
+    scheme = parts.scheme.split("+")[0]
+    try:
+        if PROBES.get(scheme) is probe_postgres:
+            import psycopg
+
+            with psycopg.connect(
+                host=parts.hostname or "127.0.0.1", port=parts.port or 5432,
+                user=unquote(parts.username or "postgres"), password=unquote(parts.password or "") or None,
+                dbname="postgres", connect_timeout=max(1, int(timeout)), autocommit=True,
+            ) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        elif PROBES.get(scheme) is probe_mysql:
+            import pymysql
+
+            conn = pymysql.connect(
+                host=parts.hostname or "127.0.0.1", port=parts.port or 3306,
+                user=unquote(parts.username or "root"), password=unquote(parts.password or ""),
+                connect_timeout=timeout,
+            )
+            try:
+                with conn.cursor() as cursor:
+                    cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
+            finally:
+                conn.close()
+        else:
+            return f"nothing to drop for {parts.scheme}"
+    except Exception as exc:  # noqa: BLE001
+        raise ProbeError(_one_line(exc)) from None
+    return f"dropped {name} if it existed"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("url", help="postgres://, mysql://, redis:// or sqlite:// URL")
     parser.add_argument("--timeout", type=float, default=3.0, help="seconds to wait (default 3)")
+    parser.add_argument("--drop-test-db", metavar="NAME", help="drop this test_* database instead of probing")
     args = parser.parse_args(argv)
     try:
-        print("ok", probe(args.url, args.timeout))
+        if args.drop_test_db:
+            print(drop_test_db(args.url, args.drop_test_db, args.timeout))
+        else:
+            print("ok", probe(args.url, args.timeout))
     except ProbeError as exc:
         print(exc)
         return 1

@@ -98,6 +98,10 @@ for entry in "${plan[@]}"; do
         timeout --kill-after=30 "$TEST_TIMEOUT" "$PY" -m pytest -p no:cacheprovider $PYTEST_ARGS
     rc=$?
     rm -rf "$vardir"
+    if [[ $rc == 124 || $rc == 137 ]] && [[ $db != sqlite ]]; then
+        echo
+        "$PY" scripts/dbprobe.py --drop-test-db "$testdb" "$url" || true  # killed: pytest could not drop it
+    fi
     case $rc in
         0) say "ran on $db: passed"; ran+=("$db") ;;
         5) say "FAILED on $db: pytest collected no tests (exit 5)"; failed+=("$db (no tests)") ;;

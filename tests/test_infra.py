@@ -61,6 +61,15 @@ def test_dbprobe_sqlite_and_bad_scheme():
     assert bad.returncode == 1 and "unsupported URL scheme" in bad.stdout
 
 
-@pytest.mark.parametrize("script", ["demo.sh", "testmatrix.sh"])
+@pytest.mark.parametrize("script", ["scripts/demo.sh", "scripts/testmatrix.sh", ".ci/run"])
 def test_shell_scripts_parse(script):
-    subprocess.run(["bash", "-n", str(ROOT / "scripts" / script)], check=True)
+    subprocess.run(["bash", "-n", str(ROOT / script)], check=True)
+
+
+def test_dbprobe_drops_only_test_databases():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "dbprobe.py"), "--drop-test-db", "gestore",
+         "postgres://postgres@127.0.0.1:1/gestore"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert result.returncode == 1 and "only test_* databases" in result.stdout
