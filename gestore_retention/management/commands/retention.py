@@ -23,9 +23,10 @@ SUBCOMMANDS = {
 
 class Command(RetentionCommand):
     help = (
-        "Retention sweeps and their tools. Subcommands: "
-        + "; ".join(f"{k}: {v}" for k, v in SUBCOMMANDS.items())
-        + " Run `manage.py retention SUBCOMMAND --help` for the options of each."
+        "Retention sweeps and their tools: run a policy in-process (no broker needed), generate "
+        "keys, restore a bundle, show status, verify the audit chain, validate policies and sync "
+        "their schedules into django-celery-beat. `manage.py retention SUBCOMMAND --help` shows "
+        "the options of each subcommand."
     )
 
     def add_arguments(self, parser):
