@@ -18,7 +18,6 @@ from django.conf import settings
 
 DEFAULTS = {
     "KEYS_DIR": None,
-    "KEYS": None,
     "POLICY_DIRS": [],
     "STORAGE": "retention",
     "BATCH_SIZE": 1000,
