@@ -52,7 +52,9 @@ class RunSummary:
 
 
 def scope_of(policy):
-    return Scope.of(boundaries=policy.scope.boundaries)
+    # An excluded model is never exported nor erased: like a boundary, a
+    # cascade into it blocks erasure and a reference to it is kept as a key.
+    return Scope.of(boundaries=tuple(policy.scope.boundaries) + tuple(policy.scope.exclude_models))
 
 
 def _key(policy, model_label, pk):
