@@ -19,7 +19,7 @@ export DBS PG_URL MYSQL_URL CELERY_TEST_BROKER PYTEST_ARGS TEST_TIMEOUT
 .PHONY: venv test demo clean distclean help
 
 help:
-	@sed -n '2,9p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,9p' Makefile | sed 's/^# \{0,1\}//'
 
 venv: $(VENV)/.installed
 
