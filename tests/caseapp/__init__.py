@@ -1,0 +1,1 @@
+"""Models of the real-world failure cases (../shared/cases/), app label "app"."""
