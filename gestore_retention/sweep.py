@@ -15,7 +15,6 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 
-from django.core.files.storage import storages
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone

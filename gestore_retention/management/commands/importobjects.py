@@ -1,5 +1,5 @@
 """importobjects: restore a bundle into the database, all or nothing."""
-from ...pipeline import restore_bundle
+from ...recovery import restore_bundle
 from ..base import RetentionCommand
 
 

@@ -6,7 +6,7 @@ from django.core.management.base import CommandError
 from ... import audit, conf, sweep
 from ...bundle import generate_keys
 from ...models import Bundle, Job, Run
-from ...pipeline import restore_bundle
+from ...recovery import restore_bundle
 from ...policy import get_policy, load_policies
 from ..base import RetentionCommand
 

@@ -1,0 +1,1 @@
+"""The project's benchmarks (`make bench`); never part of `make test`."""
