@@ -30,23 +30,26 @@ class Measurement:
     stdout: str
 
 
-def measure(argv, *, env=None, cwd=ROOT, timeout=3600):
-    """Run argv in a child process; return wall time, its peak RSS and stdout.
+def measure(argv, *, env=None, cwd=ROOT):
+    """Run argv in a child process; return wall time, its own peak RSS and stdout.
 
     Raise RuntimeError with the child's stderr when it fails.
     """
+    import tempfile
+
     full_env = dict(os.environ, **(env or {}))
-    start = time.perf_counter()
-    proc = subprocess.Popen(argv, cwd=cwd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    out, err = proc.communicate(timeout=timeout)
-    seconds = time.perf_counter() - start
-    # communicate() reaped the child; its rusage is in RUSAGE_CHILDREN deltas,
-    # so children report their own peak (ru_maxrss, KiB) on their last line.
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, cwd=cwd, env=full_env, stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)  # the child's own rusage
+        seconds = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(map(str, argv))} failed ({proc.returncode}):\n{err[-4000:]}")
-    match = re.search(r"PEAK_RSS_KB=(\d+)", out + err)
-    peak = int(match.group(1)) / 1024 if match else float("nan")
-    return Measurement(seconds=seconds, peak_rss_mb=peak, stdout=out)
+        raise RuntimeError(f"{' '.join(map(str, argv))} failed ({proc.returncode}):\n{stderr[-4000:]}")
+    return Measurement(seconds=seconds, peak_rss_mb=usage.ru_maxrss / 1024, stdout=stdout)
 
 
 def report_peak():
