@@ -121,7 +121,7 @@ def erase(plan, *, expected_digest=None, precheck=None, on_erased=None):
         lock_subjects(plan)
         if precheck is not None:
             precheck()
-        fresh = walk(plan.subjects, scope=plan.scope, using=plan.using)
+        fresh = walk(plan.subjects, scope=plan.scope, using=plan.using, lock=True)
         if fresh.blockers:
             raise EraseRefused("erasure is blocked: " + "; ".join(str(b) for b in fresh.blockers))
         _require_same(plan, fresh)

@@ -118,7 +118,8 @@ def _on_delete_kind(on_delete):
 
 
 class _Walker:
-    def __init__(self, using, scope, batch_size):
+    def __init__(self, using, scope, batch_size, lock=False):
+        self.lock = lock
         self.using = using
         self.scope = scope
         self.batch = batch_size
@@ -135,6 +136,18 @@ class _Walker:
 
     def qs(self, model):
         return model._base_manager.using(self.using)
+
+    def locking_qs(self, model):
+        """Queries of the owned walk: with lock=True they lock what they read.
+
+        SELECT ... FOR UPDATE on the rows found (PostgreSQL, MySQL/MariaDB)
+        reads the latest committed rows and blocks inserts whose foreign key
+        points at them until the transaction ends, so the owned set cannot
+        grow behind the erase guard. SQLite ignores it (its writer lock
+        already serialises the erase).
+        """
+        qs = self.qs(model)
+        return qs.select_for_update() if self.lock else qs
 
     def values(self, qs, *fields):
         self.queries += 1
@@ -174,7 +187,7 @@ class _Walker:
             else:
                 parent_pks = set()
                 for chunk in _chunks(pks, self.batch):
-                    parent_pks |= {v for (v,) in self.values(self.qs(model).filter(pk__in=chunk), ptr.attname)}
+                    parent_pks |= {v for (v,) in self.values(self.locking_qs(model).filter(pk__in=chunk), ptr.attname)}
             yield relations.label(parent), parent_pks, f"{model_label}.{ptr.name}"
         for rel in relations.reverse_relations(model):
             fk = rel.field
@@ -185,7 +198,7 @@ class _Walker:
                 continue
             found = set()
             for chunk in self.target_values(model, pks, fk.target_field):
-                qs = self.qs(related).filter(**{f"{fk.attname}__in": chunk})
+                qs = self.locking_qs(related).filter(**{f"{fk.attname}__in": chunk})
                 found |= {v for (v,) in self.values(qs, "pk")}
             if not found:
                 continue
@@ -208,7 +221,7 @@ class _Walker:
             found = set()
             for chunk in _chunks(pks, self.batch):
                 ids = [fk_field.to_python(pk) if not isinstance(pk, tuple) else pk for pk in chunk]
-                qs = self.qs(related).filter(**{ct_att: ct.pk, f"{fk_field.attname}__in": ids})
+                qs = self.locking_qs(related).filter(**{ct_att: ct.pk, f"{fk_field.attname}__in": ids})
                 found |= {v for (v,) in self.values(qs, "pk")}
             if found:
                 yield relations.label(related), found, f"{model_label}.{grel.name}"
@@ -219,7 +232,7 @@ class _Walker:
             yield from _chunks(pks, self.batch)
             return
         for chunk in _chunks(pks, self.batch):
-            vals = [v for (v,) in self.values(self.qs(model).filter(pk__in=chunk), target_field.attname)]
+            vals = [v for (v,) in self.values(self.locking_qs(model).filter(pk__in=chunk), target_field.attname)]
             if vals:
                 yield vals
 
@@ -317,15 +330,17 @@ def resolve(objects, using="default"):
     return tuple(keys)
 
 
-def walk(objects, *, scope=None, using="default", batch_size=None):
+def walk(objects, *, scope=None, using="default", batch_size=None, lock=False):
     """Walk `objects` (instances, or (model or label, pk) pairs) into a Plan.
 
     This is a read-only operation. Missing subjects raise ObjectSpecError.
+    With `lock=True` (inside a transaction) every row of the owned set and
+    every row erasure would change is locked FOR UPDATE as it is found.
     """
     scope = scope or Scope()
     batch_size = batch_size or conf.get("BATCH_SIZE")
     roots = resolve(objects, using)
-    walker = _Walker(using, scope, batch_size)
+    walker = _Walker(using, scope, batch_size, lock=lock)
     walker.subject_keys = set(roots)
     by_model = defaultdict(set)
     for model_label, pk in roots:
