@@ -184,6 +184,9 @@ class _Walker:
                 continue
             if ptr.primary_key:
                 parent_pks = set(pks)
+                if self.lock:  # found without a query: lock the parent rows too
+                    for chunk in _chunks(pks, self.batch):
+                        self.values(self.locking_qs(parent).filter(pk__in=chunk), "pk")
             else:
                 parent_pks = set()
                 for chunk in _chunks(pks, self.batch):
