@@ -13,7 +13,7 @@
 #   MYSQL_URL           default mysql://root@127.0.0.1:3306/gestore
 #   CELERY_TEST_BROKER  default redis://127.0.0.1:6379/15 (tests that need a worker)
 #   PYTEST_ARGS         extra pytest arguments, e.g. "-k generator -x"
-#   TEST_TIMEOUT        seconds allowed per database run (default 360)
+#   TEST_TIMEOUT        seconds allowed per database run (default 300; 3 databases stay under 16 min)
 #   GESTORE_TEST_DB_NAME  test database name (default test_gestore_<pid>, unique per run)
 #   CI                  true/1/yes: a service that does not answer is an error
 set -uo pipefail
@@ -25,7 +25,7 @@ PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432/gestore}
 MYSQL_URL=${MYSQL_URL:-mysql://root@127.0.0.1:3306/gestore}
 CELERY_TEST_BROKER=${CELERY_TEST_BROKER:-redis://127.0.0.1:6379/15}
 PYTEST_ARGS=${PYTEST_ARGS:-}
-TEST_TIMEOUT=${TEST_TIMEOUT:-360}
+TEST_TIMEOUT=${TEST_TIMEOUT:-300}
 
 case "${CI:-}" in
     true|TRUE|True|1|yes) in_ci=1 ;;
@@ -35,7 +35,7 @@ esac
 say() { printf '%s\n' "$*"; }
 probe() { "$PY" scripts/dbprobe.py --timeout 3 "$1"; }
 
-declare -a ran=() skipped=() failed=() unavailable=()
+declare -a ran=() skipped=() failed=() unavailable=() results=()
 
 # --- Redis, for the tests that need a real Celery worker -------------------
 broker=$CELERY_TEST_BROKER
@@ -103,24 +103,23 @@ for entry in "${plan[@]}"; do
         "$PY" scripts/dbprobe.py --drop-test-db "$testdb" "$url" || true  # killed: pytest could not drop it
     fi
     case $rc in
-        0) say "ran on $db: passed"; ran+=("$db") ;;
-        5) say "FAILED on $db: pytest collected no tests (exit 5)"; failed+=("$db (no tests)") ;;
-        124|137) say "FAILED on $db: timed out after ${TEST_TIMEOUT}s"; failed+=("$db (timeout)") ;;
-        *) say "FAILED on $db: pytest exit $rc"; failed+=("$db (exit $rc)") ;;
+        0) result="passed"; ran+=("$db") ;;
+        5) result="FAILED (pytest collected no tests, exit 5)"; failed+=("$db") ;;
+        124|137) result="FAILED (timed out after ${TEST_TIMEOUT}s)"; failed+=("$db") ;;
+        *) result="FAILED (pytest exit $rc)"; failed+=("$db") ;;
     esac
+    say "ran on $db: $result"
+    results+=("ran on $db: $result")
 done
 
 # --- summary -----------------------------------------------------------------
 say ""
 say "======== test summary ========"
-for db in "${ran[@]}"; do say "ran on $db: passed"; done
-for f in "${failed[@]}"; do say "ran on ${f%% *}: FAILED ${f#* }"; done
+for line in "${results[@]}"; do say "$line"; done
 for s in "${skipped[@]}"; do say "skipped $s"; done
-all=("${ran[@]}")
-for f in "${failed[@]}"; do all+=("${f%% *}"); done
-say "databases run: ${all[*]:-none}"
+say "databases run: $(( ${#ran[@]} + ${#failed[@]} )) (passed: ${ran[*]:-none}; failed: ${failed[*]:-none})"
 if (( ${#failed[@]} )); then
-    say "RESULT: FAILED on ${#failed[@]} of ${#all[@]} database(s)"
+    say "RESULT: FAILED on ${failed[*]}"
     exit 1
 fi
 if (( ${#ran[@]} == 0 )); then
