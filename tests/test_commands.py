@@ -501,3 +501,39 @@ def test_help_through_manage_py():
                                 capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stderr
         assert "usage:" in result.stdout and "Traceback" not in result.stderr
+
+
+def test_a_failed_verification_erases_nothing_and_the_next_run_completes(env, demo, monkeypatch):
+    """A RetentionError (not a crash) fails the job; nothing is erased; the next run finishes."""
+    import gestore_retention.pipeline as pipeline
+    from gestore_retention.errors import VerificationFailed
+
+    selected, _, _ = demo
+    before = snapshot()
+    real = pipeline.verify_restores
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise VerificationFailed("simulated mismatch")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "verify_restores", flaky)
+    out, err = run("retention", "run", POLICY)
+    assert "simulated mismatch" in err
+    first = selected[0]
+    assert m.Organisation.objects.filter(pk=first.pk).exists()
+    assert not AuditEvent.objects.filter(action="erase", subject_pk=str(first.pk)).exists()
+    run("retention", "run", POLICY)
+    for org in selected:
+        assert not m.Organisation.objects.filter(pk=org.pk).exists()
+        verified = Bundle.objects.filter(subject_pk=str(org.pk), verified_at__isnull=False)
+        assert verified.count() == 1
+        assert AuditEvent.objects.filter(action="erase", subject_pk=str(org.pk)).count() == 1
+    # The failed job's unverified bundle stays (row and files) next to the verified one.
+    assert Bundle.objects.filter(subject_pk=str(first.pk), verified_at__isnull=True).count() <= 1
+    run("retention", "audit-verify")
+    for org in selected:
+        run("retention", "restore", Bundle.objects.get(subject_pk=str(org.pk), verified_at__isnull=False).id)
+    assert diff(before, snapshot()) == []
