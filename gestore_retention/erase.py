@@ -13,7 +13,7 @@ from django.db import connections, transaction
 from django.db.models import ProtectedError, RestrictedError
 from django.db.models.deletion import Collector
 
-from .errors import EraseRefused
+from .errors import EraseRefused, ErasureBlocked
 from .graph import relations
 from .graph.walk import walk
 from .records import owned_digest
@@ -46,8 +46,10 @@ def collect(plan):
     collector = Collector(using=plan.using, origin=None)
     try:
         collector.collect(_instances(plan))
-    except (ProtectedError, RestrictedError) as exc:
-        raise EraseRefused(f"Django refuses the delete: {exc.args[0]}") from None
+    except ProtectedError as exc:
+        raise ErasureBlocked(f"Django refuses the delete: {exc.args[0]}", exc.protected_objects) from None
+    except RestrictedError as exc:
+        raise ErasureBlocked(f"Django refuses the delete: {exc.args[0]}", exc.restricted_objects) from None
     return collector
 
 
@@ -123,7 +125,7 @@ def erase(plan, *, expected_digest=None, precheck=None, on_erased=None):
             precheck()
         fresh = walk(plan.subjects, scope=plan.scope, using=plan.using, lock=True)
         if fresh.blockers:
-            raise EraseRefused("erasure is blocked: " + "; ".join(str(b) for b in fresh.blockers))
+            raise blocked(fresh)
         _require_same(plan, fresh)
         digest = owned_digest(fresh)
         if expected_digest is not None and digest != expected_digest:
@@ -143,6 +145,15 @@ def erase(plan, *, expected_digest=None, precheck=None, on_erased=None):
         if on_erased is not None:
             on_erased(result)
     return result
+
+
+def blocked(plan):
+    """Return the ErasureBlocked error for `plan`'s blockers, with the blocking rows."""
+    rows = []
+    for b in plan.blockers:
+        model = relations.get_model(b.model)
+        rows.extend(model._base_manager.using(plan.using).filter(pk__in=b.pks[:1000]))
+    return ErasureBlocked("erasure is blocked: " + "; ".join(str(b) for b in plan.blockers), set(rows))
 
 
 def _by_label(per_model):

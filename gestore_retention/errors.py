@@ -4,6 +4,7 @@ Every message names what is wrong and where: the model label, the field, the
 file, the key. Commands turn a RetentionError into one line on stderr and a
 non-zero exit; anything else is a bug and keeps its traceback.
 """
+from django.db.models.deletion import ProtectedError
 
 
 class RetentionError(Exception):
@@ -39,6 +40,18 @@ class RestoreError(RetentionError):
 
 class EraseRefused(RetentionError):
     """Erasure was refused: the subject changed, is on hold, or is protected."""
+
+
+class ErasureBlocked(EraseRefused, ProtectedError):
+    """PROTECT or RESTRICT relations (or a boundary) stop the erasure.
+
+    A ProtectedError too, so code that handles Django's own error handles
+    this one; `protected_objects` holds the blocking rows.
+    """
+
+    def __init__(self, message, protected_objects=()):
+        self.protected_objects = protected_objects
+        Exception.__init__(self, message)
 
 
 class VerificationFailed(RetentionError):

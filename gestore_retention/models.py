@@ -74,6 +74,8 @@ class Job(models.Model):
     lease_owner = models.CharField(max_length=64, blank=True, help_text="Worker token holding the job.")
     lease_until = models.DateTimeField(null=True, blank=True, help_text="When the lease ends.")
     attempts = models.PositiveIntegerField(default=0, help_text="How many times a worker claimed it.")
+    exports = models.PositiveIntegerField(default=0, help_text="Stale bundles dropped so far; names the next bundle.")
+    retry_stage = models.CharField(max_length=20, blank=True, help_text="Stage to resume from after a retryable failure.")
     last_error = models.TextField(blank=True, help_text="The last error, if any.")
     updated_at = models.DateTimeField(help_text="Last transition.")
 

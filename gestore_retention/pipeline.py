@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from . import audit, conf
 from .bundle import KeyRing, read_bundle, write_bundle
-from .erase import erase
+from .erase import blocked, erase
 from .errors import EraseRefused
 from .graph.walk import walk
 from .models import Bundle
@@ -162,7 +162,7 @@ def archive_and_erase(obj, *, scope=None, using="default", origin=Origin(), keyr
     """
     plan = walk([obj], scope=scope, using=using)
     if plan.blockers:
-        raise EraseRefused("erasure is blocked: " + "; ".join(str(b) for b in plan.blockers))
+        raise blocked(plan)
     bundle = export_bundle(plan, origin=origin, keyring=keyring, now=now)
     verify_bundle(bundle, plan, keyring=keyring, now=now)
     return bundle, erase_subject(bundle, scope=scope, using=using, now=now)

@@ -15,15 +15,18 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from . import audit, conf, holds
-from .errors import EraseRefused, RetentionError
+from .errors import (
+    BundleError, EraseRefused, ErasureBlocked, ObjectSpecError, PolicyError, RetentionError, VerificationFailed,
+)
 from .graph import relations
 from .graph.walk import Scope, walk
 from .models import Bundle, Job, Run
+from .erase import blocked
 from .pipeline import Origin, discard_files, erase_subject, export_bundle, verify_bundle
 
 log = logging.getLogger(__name__)
@@ -34,6 +37,13 @@ FINAL = (Job.CLOSED, Job.HELD, Job.FAILED, Job.SKIPPED)
 
 class LeaseLost(RetentionError):
     """Another worker owns the job now; this one must not commit."""
+
+
+# Failures a retry cannot fix: they need a person (a PROTECT relation, a
+# bundle that does not verify, a bad policy). Storage and database errors
+# are retried on the next run, up to MAX_ATTEMPTS claims.
+PERMANENT = (ErasureBlocked, VerificationFailed, BundleError, PolicyError, ObjectSpecError)
+MAX_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -134,21 +144,28 @@ def process_job(job_id, policy, *, now=None, token=None, using="default", keyrin
     if job is None:
         return Job.objects.using(using).get(pk=job_id).stage
     try:
+        if job.stage == Job.RETRY:
+            advance(job, job.retry_stage or Job.PENDING, token=token, now=now, using=using, retry_stage="")
         return _drive(job, policy, token=token, now=now, using=using, keyring=keyring)
     except LeaseLost:
         raise
-    except RetentionError as exc:
-        log.warning("job %s %s.%s: %s", job.pk, job.subject_label, job.subject_pk, exc)
-        _fail(job, exc, token=token, now=now, using=using, permanent=True)
+    except (RetentionError, OSError, DatabaseError) as exc:
+        # A long-running loop logs and carries on: the job records why.
+        permanent = isinstance(exc, PERMANENT) or job.attempts >= MAX_ATTEMPTS
+        log.warning("job %s %s.%s: %s%s", job.pk, job.subject_label, job.subject_pk, exc,
+                    "" if permanent else " (will retry)")
+        _fail(job, exc, token=token, now=now, using=using, permanent=permanent)
         return job.stage
     finally:
         Job.objects.using(using).filter(pk=job.pk, lease_owner=token).update(lease_owner="", lease_until=None)
 
 
 def _fail(job, exc, *, token, now, using, permanent):
+    fields = {"last_error": f"{type(exc).__name__}: {exc}"[:2000]}
+    if not permanent:
+        fields["retry_stage"] = job.stage
     try:
-        advance(job, Job.FAILED if permanent else Job.RETRY, token=token, now=now, using=using,
-                last_error=str(exc)[:2000])
+        advance(job, Job.FAILED if permanent else Job.RETRY, token=token, now=now, using=using, **fields)
     except LeaseLost:
         pass
 
@@ -173,8 +190,8 @@ def _drive(job, policy, *, token, now, using, keyring):
                 break
             plan = walk([(model, pk)], scope=scope, using=using)
             if plan.blockers and policy.action == "archive-and-erase":
-                raise EraseRefused("erasure is blocked: " + "; ".join(str(b) for b in plan.blockers))
-            bundle_id = f"{policy.name}-{job.pk}-{job.attempts}"
+                raise blocked(plan)
+            bundle_id = f"{policy.name}-{job.pk}-{job.exports}"
             storage = policy.storage
             # A crash after storing but before recording leaves an orphan
             # under this job's name: it was never verified nor used.
@@ -210,7 +227,7 @@ def _drive(job, policy, *, token, now, using, keyring):
                 stale = job.bundle
                 with transaction.atomic(using=using):
                     advance(job, Job.PENDING, token=token, now=now, using=using, bundle=None,
-                            last_error=str(exc)[:2000])
+                            exports=job.exports + 1, last_error=str(exc)[:2000])
                     audit.append("erase", outcome="refused", subject_label=job.subject_label,
                                  subject_pk=job.subject_pk, policy=policy.name,
                                  policy_hash=policy.text_hash, bundle_id=stale.id,

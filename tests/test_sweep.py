@@ -198,3 +198,95 @@ def test_audit_events_hold_no_personal_data(retention_env):
     text = " ".join(str(e.__dict__) for e in AuditEvent.objects.all())
     for personal in (org.name, org.slug + "@example.org", "old-owner"):
         assert personal not in text
+
+
+def test_a_protect_relation_is_a_permanent_failure_naming_the_model(retention_env):
+    old = tenant("old")
+    # Invoice.currency is PROTECT: erasing a currency is blocked. Make the
+    # policy's subject the currency to hit it.
+    currency_policy = policy(subject="demoapp.Currency", select={"code": "EUR"}, scope={})
+    before = snapshot()
+    summary = sweep.run_policy(currency_policy)
+    assert summary.stages == {"failed-permanent": 1}
+    job = Job.objects.get()
+    assert "demoapp.Invoice.currency" in job.last_error and "PROTECT" in job.last_error
+    assert diff(before, snapshot()) == [] and stored_files() == [] and not Bundle.objects.exists()
+    assert m.Organisation.objects.filter(pk=old.pk).exists()
+
+
+def test_storage_failure_is_retried_by_the_next_run(retention_env, monkeypatch):
+    old = tenant("old")
+    import gestore_retention.bundle.store as store
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    # The bundle storage fails: whatever path the format layer takes to disk.
+    monkeypatch.setattr(store, "_temp_in", disk_full)
+    monkeypatch.setattr(storages["retention"].__class__, "_save", disk_full)
+    before = snapshot()
+    summary = sweep.run_policy(policy())
+    assert summary.stages == {"failed-retryable": 1}, summary
+    assert "No space left" in Job.objects.get().last_error
+    assert diff(before, snapshot()) == [] and not Bundle.objects.exists()
+    monkeypatch.undo()
+    summary = sweep.run_policy(policy())
+    assert summary.stages == {"closed": 1}
+    assert not m.Organisation.objects.filter(pk=old.pk).exists()
+    assert Bundle.objects.count() == 1 and len(stored_files()) == 2
+    assert list(AuditEvent.objects.values_list("action", flat=True)) == ["export", "verify", "erase"]
+
+
+def test_storage_returning_other_bytes_fails_verification_and_erases_nothing(retention_env, monkeypatch):
+    old = tenant("old")
+    import gestore_retention.sweep as sweep_mod
+
+    real_verify = sweep_mod.verify_bundle
+
+    def corrupt_then_verify(bundle, plan, **kw):
+        path = storages[bundle.storage].path(bundle.name)
+        data = bytearray(open(path, "rb").read())
+        data[len(data) // 2] ^= 0x01
+        with open(path, "wb") as fh:
+            fh.write(data)
+        return real_verify(bundle, plan, **kw)
+
+    monkeypatch.setattr(sweep_mod, "verify_bundle", corrupt_then_verify)
+    before = snapshot()
+    summary = sweep.run_policy(policy())
+    assert summary.stages == {"failed-permanent": 1}
+    assert "BundleError" in Job.objects.get().last_error
+    assert diff(before, snapshot()) == []
+    assert m.Organisation.objects.filter(pk=old.pk).exists()
+    assert not AuditEvent.objects.filter(action__in=["verify", "erase"]).exists()
+
+
+def test_the_same_job_delivered_twice_at_once_does_the_work_once(retention_env):
+    import threading
+
+    from django.db import connection
+
+    tenant("old")
+    p = policy()
+    sweep.start_run(p)
+    job_id = sweep.open_jobs(p).get().pk
+    results = []
+
+    def deliver():
+        try:
+            results.append(sweep.process_job(job_id, p))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=deliver) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # One delivery did the work; the other found the lease taken (or the job done).
+    final = Job.objects.get(pk=job_id)
+    if final.stage != Job.CLOSED:  # the second delivery saw the lease; a redelivery finishes it
+        sweep.process_job(job_id, p)
+    assert Job.objects.get(pk=job_id).stage == Job.CLOSED
+    assert Bundle.objects.count() == 1
+    assert list(AuditEvent.objects.values_list("action", flat=True)) == ["export", "verify", "erase"]
