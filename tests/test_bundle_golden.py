@@ -8,6 +8,7 @@ import hashlib
 import io
 import os
 import zlib
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -51,9 +52,13 @@ def deterministic_random(name):
     return random
 
 
+SIGNED_AT = datetime(2025, 1, 1, tzinfo=timezone.utc)
+
+
 def sealed(name):
     out = io.BytesIO()
-    signature, _ = seal(out, METADATA, CASES[name], golden_keyring(), random=deterministic_random(name))
+    signature, _ = seal(out, METADATA, CASES[name], golden_keyring(), random=deterministic_random(name),
+                        now=SIGNED_AT)
     return out.getvalue(), signature
 
 
@@ -89,3 +94,21 @@ def test_golden_bundle_reads(case):
 
 def test_golden_multichunk_has_several_chunks():
     assert (VECTORS / "multichunk.age").stat().st_size > 3 * age.ENC_CHUNK_SIZE
+
+
+def test_golden_signature_carries_the_seal_entry():
+    signature = parse_signature("small", (VECTORS / "small.age.minisig").read_bytes())
+    with OpenedBundle("small", lambda: open(VECTORS / "small.age", "rb"), signature, golden_keyring()) as bundle:
+        assert bundle.seal == {"epoch": 1, "recipients": [str(golden_keyring().recipients()[0])],
+                               "signed_at": SIGNED_AT.isoformat()}
+        assert bundle.signed_at == SIGNED_AT and bundle.epoch == 1
+
+
+def test_signature_without_seal_entry_still_reads():
+    # Bundles signed before the "seal" entry existed: the trusted comment is the metadata alone.
+    path = VECTORS / "small.age"
+    signature = parse_signature("small", (VECTORS / "small-noseal.age.minisig").read_bytes())
+    assert "seal" not in signature.trusted_comment
+    with OpenedBundle("small", lambda: open(path, "rb"), signature, golden_keyring()) as bundle:
+        assert bundle.metadata == METADATA and bundle.seal == {}
+        assert list(bundle.records()) == CASES["small"]

@@ -36,7 +36,9 @@ def test_generate_keys_layout_and_modes(tmp_path):
     pub = (keys / f"signing-{key_id}.pub").read_text().splitlines()
     assert pub == [f"untrusted comment: minisign public key {key_id}", public["signing_public_key"]]
     index = json.loads((keys / "keyring.json").read_text())
-    assert index == {"format": "gestore-retention-keyring/1", "primary_epoch": 1, "signing_key_id": key_id}
+    created = index["signing_keys"][key_id]["created_at"]
+    assert index == {"format": "gestore-retention-keyring/1", "primary_epoch": 1, "signing_key_id": key_id,
+                     "signing_keys": {key_id: {"created_at": created}}}
     ring = KeyRing.load(keys)
     assert ring.key_id == key_id and str(ring.recipients()[0]) == public["recipient"]
 

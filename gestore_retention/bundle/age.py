@@ -317,6 +317,36 @@ class X25519Identity:
         return None
 
 
+# -- header: write, and unwrap the file key --------------------------------
+
+
+def write_header(file_key, recipients, *, random=os.urandom):
+    """Return the header bytes (version, one stanza per recipient, MAC line) for `file_key`."""
+    if not recipients:
+        raise ValueError("age encryption needs at least one recipient")
+    header = VERSION_LINE + b"\n"
+    header += b"".join(r.wrap(file_key, random=random).encode() for r in recipients)
+    header += b"---"
+    return header + b" " + b64encode(_header_mac(file_key, header)).encode("ascii") + b"\n"
+
+
+def unwrap(header, identities):
+    """Return (file key, identity) for the first identity that unwraps a stanza of `header`.
+
+    Raise NoIdentityMatch if none does, HeaderMacError if the header MAC
+    does not verify with the file key.
+    """
+    for identity in identities:
+        file_key = identity.unwrap(header.stanzas)
+        if file_key is not None:
+            break
+    else:
+        raise NoIdentityMatch("no identity matches a recipient stanza")
+    if not _hmac.compare_digest(_header_mac(file_key, header.mac_input), header.mac):
+        raise HeaderMacError("header MAC does not verify")
+    return file_key, identity
+
+
 # -- encryption ------------------------------------------------------------
 
 
@@ -331,10 +361,7 @@ class Encryptor:
         if not recipients:
             raise ValueError("age encryption needs at least one recipient")
         file_key = random(FILE_KEY_SIZE)
-        header = VERSION_LINE + b"\n"
-        header += b"".join(r.wrap(file_key, random=random).encode() for r in recipients)
-        header += b"---"
-        out.write(header + b" " + b64encode(_header_mac(file_key, header)).encode("ascii") + b"\n")
+        out.write(write_header(file_key, recipients, random=random))
         nonce = random(NONCE_SIZE)
         out.write(nonce)
         self._aead = ChaCha20Poly1305(_hkdf(file_key, nonce, b"payload"))
@@ -386,15 +413,7 @@ class Decryptor:
     def __init__(self, stream, identities, *, max_header_size=MAX_HEADER_SIZE, max_stanzas=MAX_STANZAS):
         self._src = _Source(stream)
         self.header = read_header(self._src, max_size=max_header_size, max_stanzas=max_stanzas)
-        file_key = None
-        for identity in identities:
-            file_key = identity.unwrap(self.header.stanzas)
-            if file_key is not None:
-                break
-        if file_key is None:
-            raise NoIdentityMatch("no identity matches a recipient stanza")
-        if not _hmac.compare_digest(_header_mac(file_key, self.header.mac_input), self.header.mac):
-            raise HeaderMacError("header MAC does not verify")
+        file_key, self.identity = unwrap(self.header, identities)  # the identity that matched
         nonce = self._src.read(NONCE_SIZE)
         if len(nonce) != NONCE_SIZE:
             raise HeaderError("file is truncated before the payload nonce")

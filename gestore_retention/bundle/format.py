@@ -3,19 +3,23 @@
 This module works on binary streams and knows nothing of Django models or
 storages; gestore_retention.bundle.store puts bundles into STORAGES.
 """
+import functools
 import hashlib
 import hmac
 import json
 import os
+import re
 import zlib
 from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
-from gestore_retention.errors import BundleError, KeyringError
+from gestore_retention.errors import BundleError
 
 from . import age, minisign
 
 FORMAT = "gestore-retention/1"
+SEAL_KEY = "seal"  # reserved trusted-comment key: {"epoch", "recipients", "signed_at"}
 READ_SIZE = 1024 * 1024
 
 
@@ -28,6 +32,7 @@ class Limits:
     max_line: int = 16 * 1024 * 1024  # bytes of one JSON Lines line
     max_decompressed: int = 64 * 1024 ** 3  # bytes of plaintext in total
     max_depth: int = 64  # JSON nesting of one line
+    max_number: int = 1000  # characters of one JSON number
     max_signature_size: int = 16 * 1024  # bytes of the .minisig file
 
 
@@ -78,18 +83,45 @@ def metadata_comment(metadata):
         raise BundleError(f"bundle metadata is not JSON-serializable: {exc}") from None
 
 
-def seal(out, metadata, records, keyring, *, random=os.urandom):
+def seal_info(keyring, now, **extra):
+    """Return the reserved "seal" entry of the trusted comment: who can decrypt, when it was signed."""
+    return {"epoch": keyring.primary_epoch, "recipients": [str(r) for r in keyring.recipients()],
+            "signed_at": now.isoformat(), **extra}
+
+
+def signed_comment(metadata, info):
+    """Return the trusted comment: `metadata` plus the reserved SEAL_KEY entry `info`."""
+    if isinstance(metadata, dict) and SEAL_KEY in metadata:
+        raise BundleError(f"bundle metadata must not use the reserved key {SEAL_KEY!r}")
+    comment = metadata_comment(metadata)  # checks it is a JSON-serializable dict
+    comment = metadata_comment({**metadata, SEAL_KEY: info})
+    if len(comment) > minisign.MAX_TRUSTED_COMMENT:
+        raise BundleError(f"bundle metadata is longer than {minisign.MAX_TRUSTED_COMMENT} bytes as JSON")
+    return comment
+
+
+def split_comment(trusted):
+    """Return (metadata, seal info or None) from a parsed trusted comment dict."""
+    metadata = dict(trusted)
+    info = metadata.pop(SEAL_KEY, None)
+    return metadata, info if isinstance(info, dict) else None
+
+
+def seal(out, metadata, records, keyring, *, random=os.urandom, now=None):
     """Write a sealed bundle of `records` to the binary stream `out`.
 
     Stream: hold one compressed chunk at a time, never the whole bundle.
-    Return (signature file bytes, {model: count}). `random` is injectable
-    for reproducible test vectors.
+    Return (signature file bytes, {model: count}). `random` and `now` (the
+    signing time) are injectable for reproducible test vectors.
+
+    The trusted comment is `metadata` plus a reserved "seal" entry: the
+    key epoch and recipients the file key is wrapped for, and the signing
+    time (checked against the signer's validity window). The preamble
+    repeats `metadata` only, so a rewrap can change the "seal" entry.
     """
-    if keyring.signing_key is None:
-        raise KeyringError(f"key ring {keyring.directory or ''} has no current signing key".replace("  ", " "))
-    comment = metadata_comment(metadata)
-    if len(comment) > minisign.MAX_TRUSTED_COMMENT:
-        raise BundleError(f"bundle metadata is longer than {minisign.MAX_TRUSTED_COMMENT} bytes as JSON")
+    now = now or datetime.now(timezone.utc).replace(microsecond=0)
+    keyring.check_can_sign(now)
+    comment = signed_comment(metadata, seal_info(keyring, now))
     tee = _HashingWriter(out)
     encryptor = age.Encryptor(tee, keyring.recipients(), random=random)
     compressor = zlib.compressobj(6, zlib.DEFLATED, 15)
@@ -101,7 +133,7 @@ def seal(out, metadata, records, keyring, *, random=os.urandom):
         lines_hash.update(data)
         encryptor.write(compressor.compress(data))
 
-    emit(_dumps({"format": FORMAT, "metadata": json.loads(comment)}, ensure_ascii=False))
+    emit(_dumps({"format": FORMAT, "metadata": split_comment(json.loads(comment))[0]}, ensure_ascii=False))
     for index, record in enumerate(records):
         model = record.get("model") if isinstance(record, dict) else None
         if not isinstance(model, str):
@@ -129,8 +161,38 @@ def parse_signature(label, signature_bytes):
         raise BundleError(f"bundle {label}: signature file is malformed: {exc}") from None
 
 
+@dataclass(frozen=True)
+class Verified:
+    """A signature that verified: file digest and size, metadata, seal info, signing time."""
+
+    digest: bytes
+    size: int
+    metadata: dict  # the trusted comment without its "seal" entry
+    seal: dict  # the "seal" entry ({} for bundles sealed before it existed)
+    signed_at: datetime  # or None when the comment carries no time
+
+
+def signing_time(metadata, info):
+    """Return the signing time: seal.signed_at, else the metadata's created_at, else None."""
+    for value in (info.get("signed_at"), metadata.get("created_at")):
+        if isinstance(value, str):
+            try:
+                parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                continue
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return None
+
+
 def verify_signature(label, open_file, signature, keyring):
-    """Stream the file through BLAKE2b and check `signature`; return (digest, metadata, size)."""
+    """Stream the file through BLAKE2b and check `signature` and its signer; return Verified.
+
+    A revoked signer is refused before anything is read; a signer outside
+    its validity window (at the signed signing time) once the trusted
+    comment is authenticated.
+    """
+    if signature.key_id in keyring.revoked:
+        raise BundleError(f"bundle {label}: {keyring.signer_problem(signature.key_id, None)}")
     digest = minisign.prehash()
     size = 0
     with open_file() as handle:
@@ -143,16 +205,39 @@ def verify_signature(label, open_file, signature, keyring):
     except minisign.SignatureError as exc:
         raise BundleError(f"bundle {label}: {exc}") from None
     try:
-        metadata = json.loads(signature.trusted_comment)
+        trusted = json.loads(signature.trusted_comment)
     except ValueError:
-        metadata = None
-    if not isinstance(metadata, dict):
+        trusted = None
+    if not isinstance(trusted, dict):
         raise BundleError(f"bundle {label}: trusted comment is not a JSON object of metadata")
-    return digest, metadata, size
+    metadata, info = split_comment(trusted)
+    info = info or {}
+    signed_at = signing_time(metadata, info)
+    problem = keyring.signer_problem(signature.key_id, signed_at)
+    if problem:
+        raise BundleError(f"bundle {label}: {problem}")
+    return Verified(digest, size, metadata, info, signed_at)
 
 
 def _reject_constant(name):
     raise ValueError(f"{name} is not JSON")
+
+
+class _NumberTooLong(ValueError):
+    pass
+
+
+@functools.lru_cache(maxsize=8)
+def _long_digits(limit):
+    return re.compile(rb"[0-9]{%d}" % max(1, limit // 2))
+
+
+def _bounded(parse, limit):
+    def parse_number(text):
+        if len(text) > limit:
+            raise _NumberTooLong(f"a number is longer than the limit of {limit} characters")
+        return parse(text)
+    return parse_number
 
 
 def _check_depth(value, limit):
@@ -168,6 +253,25 @@ def _check_depth(value, limit):
     return True
 
 
+def no_identity_message(info, keyring):
+    """Explain why no identity of `keyring` unwraps the file key, from the signed seal info."""
+    recipients = info.get("recipients") if isinstance(info.get("recipients"), list) else []
+    epoch = info.get("epoch")
+    if not recipients or not isinstance(epoch, int):
+        return "no key in the key ring can decrypt it (wrong key, or its epoch key was destroyed)"
+    primary, escrow = recipients[0], recipients[1:]
+    also = f"; escrow recipient(s) {', '.join(escrow)} can still decrypt it" if escrow else ""
+    if any(str(identity.recipient) == primary for identity in keyring.identities.values()):
+        return (f"the recipient stanza for key epoch {epoch} ({primary}) does not unwrap with that "
+                f"epoch's identity: the header is damaged or forged")
+    destroyed = keyring.destroyed.get(epoch)
+    if destroyed and destroyed.get("recipient") == primary:
+        return (f"encrypted for key epoch {epoch} ({primary}), which was destroyed on "
+                f"{destroyed.get('destroyed_at', '?')}: the bundle is crypto-shredded{also}")
+    return (f"encrypted for key epoch {epoch} ({primary}), whose identity is not in the key ring: "
+            f"it was destroyed or never here{also}")
+
+
 class OpenedBundle:
     """A bundle whose signature verified; records() streams and checks the rest.
 
@@ -180,7 +284,12 @@ class OpenedBundle:
         self.manifest = None  # set once records() is exhausted and checked
         self.signature = signature
         self.signer_key_id = signature.key_id_hex
-        self._digest, trusted_metadata, self.size = verify_signature(label, open_file, signature, keyring)
+        verified = verify_signature(label, open_file, signature, keyring)
+        self._digest, self.size, trusted_metadata = verified.digest, verified.size, verified.metadata
+        self.seal = verified.seal  # {"epoch", "recipients", "signed_at"} or {} for older bundles
+        self.signed_at = verified.signed_at
+        self._keyring = keyring
+        self.epoch = None  # the key ring epoch whose identity decrypted it
         self._handle = open_file()
         try:
             self._reader = _HashingReader(self._handle)
@@ -190,6 +299,7 @@ class OpenedBundle:
                                                 max_stanzas=limits.max_stanzas)
             except age.AgeError as exc:
                 raise self._age_error(exc) from None
+            self.epoch = next((e for e, i in keyring.identities.items() if i is self._decryptor.identity), None)
             self._decompressor = zlib.decompressobj(15)
             self._lines_hash = hashlib.sha256()
             self._lines = self._iter_lines()
@@ -211,7 +321,7 @@ class OpenedBundle:
 
     def _age_error(self, exc):
         if isinstance(exc, age.NoIdentityMatch):
-            return self._error("no key in the key ring can decrypt it (wrong key)")
+            return self._error(no_identity_message(self.seal, self._keyring))
         if isinstance(exc, age.HeaderMacError):
             return self._error("age header MAC does not verify")
         if isinstance(exc, age.HeaderError):
@@ -277,10 +387,17 @@ class OpenedBundle:
     def _next_json(self, line, number):
         if line is None:
             raise self._error("plaintext is empty")
+        limit = self.limits.max_number
         try:
-            value = json.loads(line, parse_constant=_reject_constant)
+            if _long_digits(limit).search(line):  # cheap pre-check; the hooks decide exactly
+                value = json.loads(line, parse_constant=_reject_constant,
+                                   parse_int=_bounded(int, limit), parse_float=_bounded(float, limit))
+            else:
+                value = json.loads(line, parse_constant=_reject_constant)
         except RecursionError:
             raise self._error(f"line {number} is nested deeper than {self.limits.max_depth}") from None
+        except _NumberTooLong as exc:
+            raise self._error(f"line {number}: {exc}") from None
         except ValueError as exc:
             raise self._error(f"line {number} is not valid JSON: {exc}") from None
         if not _check_depth(value, self.limits.max_depth):
@@ -346,6 +463,18 @@ def describe(label, stream, signature_bytes, *, size=None, keyring=None, limits=
         metadata = json.loads(signature.trusted_comment)
     except ValueError:
         metadata = None
+    info = None
+    if isinstance(metadata, dict):
+        metadata, info = split_comment(metadata)
+    epoch = None
+    if keyring is not None:  # which epoch's identity unwraps the file key (the payload stays encrypted)
+        for number, identity in sorted(keyring.identities.items()):
+            try:
+                age.unwrap(header, [identity])
+            except age.AgeError:
+                continue
+            epoch = number
+            break
     return {
         "name": label,
         "size": size,
@@ -357,5 +486,8 @@ def describe(label, stream, signature_bytes, *, size=None, keyring=None, limits=
         "untrusted_comment": signature.untrusted_comment,
         "trusted_comment": signature.trusted_comment,
         "metadata": metadata,
+        "seal": info,
         "signer_trusted": None if keyring is None else signature.key_id in keyring.trusted,
+        "signer_revoked": None if keyring is None else signature.key_id in keyring.revoked,
+        "decrypts_with_epoch": epoch,
     }

@@ -222,7 +222,7 @@ def _inspect(label, open_file, open_signature, keyring, limits):
     if keyring is not None:
         signature = fmt.parse_signature(label, signature_bytes)
         try:
-            _, _, facts["size"] = fmt.verify_signature(label, open_file, signature, keyring)
+            facts["size"] = fmt.verify_signature(label, open_file, signature, keyring).size
             facts["signature_verified"] = True
         except BundleError as exc:
             facts["signature_verified"] = False
@@ -247,3 +247,88 @@ def inspect_bundle_file(path, signature_path=None, *, keyring=None, limits=fmt.D
     facts = _inspect(label, open_file, open_signature, keyring, limits)
     facts["size"] = facts["size"] if facts["size"] is not None else os.path.getsize(path)
     return facts
+
+
+def rewrap_bundle_file(path, signature_path=None, keyring=None, *, limits=fmt.DEFAULT_LIMITS, now=None):
+    """Re-wrap a local bundle's file key for the key ring's current recipients, and re-sign it.
+
+    The payload (nonce and every chunk after the header) is copied byte for
+    byte, never re-encrypted. Before anything is written the old signature
+    must verify with a trusted, unrevoked signer and an identity of the ring
+    must unwrap the file key; afterwards the new pair is opened and read to
+    the end (signature, every chunk, manifest) before it replaces the old
+    one: the bundle file first, then its signature. Return a dict of facts.
+    """
+    from datetime import datetime, timezone
+
+    from . import age
+    from .keyring import KeyRing
+
+    label, open_file, open_signature = _local_access(path, signature_path)
+    path = Path(path)
+    sig_path = Path(signature_path) if signature_path else path.with_name(path.name + SIGNATURE_SUFFIX)
+    keyring = keyring or KeyRing.from_settings()
+    now = now or datetime.now(timezone.utc).replace(microsecond=0)
+    keyring.check_can_sign(now)
+    signature = fmt.parse_signature(label, _read_signature(label, open_signature, None, limits))
+    verified = fmt.verify_signature(label, open_file, signature, keyring)
+    temps = []
+    try:
+        with open_file() as handle, _temp_in(path.parent, path.name) as tmp:
+            temps.append(tmp.name)
+            reader = fmt._HashingReader(handle)
+            source = age._Source(reader)
+            try:
+                header = age.read_header(source, max_size=limits.max_header_size, max_stanzas=limits.max_stanzas)
+                file_key, identity = age.unwrap(header, keyring.decryption_identities())
+            except age.NoIdentityMatch:
+                raise BundleError(f"bundle {label}: {fmt.no_identity_message(verified.seal, keyring)}") from None
+            except age.HeaderMacError:
+                raise BundleError(f"bundle {label}: age header MAC does not verify") from None
+            except age.HeaderError as exc:
+                raise BundleError(f"bundle {label}: age header is invalid: {exc}") from None
+            old_epoch = next((e for e, i in keyring.identities.items() if i is identity), None)
+            out = fmt._HashingWriter(tmp)
+            out.write(age.write_header(file_key, keyring.recipients()))
+            payload = 0
+            while data := source.read(fmt.READ_SIZE):
+                out.write(data)
+                payload += len(data)
+            if reader.blake2b.finalize() != verified.digest:
+                raise BundleError(f"bundle {label}: file changed while it was rewrapped")
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        comment = fmt.signed_comment(verified.metadata, fmt.seal_info(keyring, now, rewrapped_from_epoch=old_epoch))
+        new_signature = fmt.minisign.sign(
+            keyring.signing_key, out.blake2b.finalize(), trusted_comment=comment,
+            untrusted_comment=f"gestore-retention bundle signature, key {keyring.key_id}").encode()
+        with _temp_in(sig_path.parent, sig_path.name) as tmp:
+            temps.append(tmp.name)
+            tmp.write(new_signature)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        check = fmt.OpenedBundle(label, lambda: open(temps[0], "rb"), fmt.parse_signature(label, new_signature),
+                                 keyring, limits=limits)
+        with check:
+            for _ in check.records():
+                pass
+        mode = path.stat().st_mode & 0o777
+        for temp in temps:
+            os.chmod(temp, mode)
+        os.replace(temps[0], path)
+        os.replace(temps[1], sig_path)  # a crash between the two renames leaves the new file with the old signature
+        _fsync_dir(path.parent)
+    finally:
+        for temp in temps:
+            Path(temp).unlink(missing_ok=True)
+    return {
+        "bundle": label,
+        "status": "rewrapped",
+        "from_epoch": old_epoch,
+        "to_epoch": keyring.primary_epoch,
+        "recipients": [str(r) for r in keyring.recipients()],
+        "signer_key_id": keyring.key_id,
+        "previous_signer_key_id": signature.key_id_hex,
+        "payload_bytes_unchanged": payload,
+        "records": check.manifest["records"],
+    }

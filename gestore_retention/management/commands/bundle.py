@@ -1,21 +1,26 @@
-"""bundle: inspect or verify a sealed bundle file (no database access)."""
+"""bundle: inspect, verify or rewrap a sealed bundle file (no database access)."""
 import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from ...bundle import KeyRing, inspect_bundle_file, open_bundle_file
+from ...bundle import KeyRing, inspect_bundle_file, open_bundle_file, rewrap_bundle_file
 from ...errors import RetentionError
 
 SUBCOMMANDS = {
     "inspect": "Show a bundle's header and signature facts without decrypting it. This is a read-only operation.",
     "verify": ("Check a bundle completely: signature by a trusted key, decryption of every chunk, every "
                "record, and the manifest (counts, SHA-256). This is a read-only operation."),
+    "rewrap": ("Re-wrap the bundle's file key for the key ring's current recipients (primary epoch and "
+               "escrow) and re-sign it with the current signing key, without re-encrypting the payload. "
+               "Run it on old bundles before destroying an old epoch key or revoking an old signing key. "
+               "The old signature must verify first; the result is verified completely before it replaces "
+               "PATH and PATH.minisig."),
 }
 
 
 class Command(BaseCommand):
     help = (
-        "Inspect or verify a sealed bundle file (PATH, with its signature at PATH.minisig). "
+        "Inspect, verify or rewrap a sealed bundle file (PATH, with its signature at PATH.minisig). "
         "Keys come from GESTORE_RETENTION['KEYS_DIR'] (or env GESTORE_RETENTION_KEYS_DIR). "
         + " ".join(f"{name}: {text}" for name, text in SUBCOMMANDS.items())
     )
@@ -63,7 +68,12 @@ class Command(BaseCommand):
                 "status": "OK",
                 "signer_key_id": bundle.signer_key_id,
                 "metadata": bundle.metadata,
+                "decrypted_with_epoch": bundle.epoch,
+                "signed_at": bundle.signed_at.isoformat() if bundle.signed_at else None,
                 "records": bundle.manifest["records"],
                 "counts": bundle.manifest["counts"],
                 "sha256": bundle.manifest["sha256"],
             }
+
+    def do_rewrap(self, opts):
+        return rewrap_bundle_file(opts["path"], opts["signature"], KeyRing.from_settings())

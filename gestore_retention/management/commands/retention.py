@@ -4,7 +4,7 @@ import json
 from django.core.management.base import CommandError
 
 from ... import audit, conf, sweep
-from ...bundle import generate_keys
+from ...bundle import destroy_epoch, generate_keys, next_epoch, revoke_signing_key
 from ...models import Bundle, Job, Run
 from ...recovery import restore_bundle
 from ...policy import get_policy, load_policies
@@ -37,7 +37,16 @@ class Command(RetentionCommand):
         run.add_argument("--dry-run", action="store_true", help="Print the plan (subjects, rows per model); write nothing.")
         keygen = sub.add_parser("keygen", help=SUBCOMMANDS["keygen"], description=SUBCOMMANDS["keygen"])
         keygen.add_argument("--dir", help="Directory for the key files (default: the KEYS_DIR setting).")
-        keygen.add_argument("--epoch", type=int, default=None, help="Epoch number of the new encryption key.")
+        keygen.add_argument("--epoch", type=int, default=None,
+                            help="Epoch number of the new encryption key (default: one more than the newest).")
+        keygen.add_argument("--escrow", metavar="RECIPIENT",
+                            help="An age1... escrow recipient added to every new bundle (kept across rotations).")
+        keygen.add_argument("--revoke", metavar="KEY_ID",
+                            help="Revoke a signing key instead: it then verifies and signs nothing.")
+        keygen.add_argument("--reason", default="", help="With --revoke: why, recorded in keyring.json.")
+        keygen.add_argument("--destroy-epoch", type=int, metavar="N",
+                            help="Destroy the age identity of epoch N instead (crypto-shredding: bundles "
+                                 "encrypted only for it become unreadable; rewrap the ones to keep first).")
         restore = sub.add_parser("restore", help=SUBCOMMANDS["restore"], description=SUBCOMMANDS["restore"])
         restore.add_argument("bundle", metavar="BUNDLE", help="Bundle file path or bundle id.")
         restore.add_argument("--dry-run", action="store_true", help="Restore, report, then roll back.")
@@ -88,8 +97,19 @@ class Command(RetentionCommand):
         directory = opts["dir"] or conf.get("KEYS_DIR")
         if not directory:
             raise CommandError('no key directory: pass --dir or set GESTORE_RETENTION["KEYS_DIR"]')
-        kwargs = {"epoch": opts["epoch"]} if opts["epoch"] else {}
-        public = generate_keys(directory, **kwargs)
+        # A KeyringError becomes a one-line CommandError in RetentionCommand.execute.
+        if opts["revoke"]:
+            info = revoke_signing_key(directory, opts["revoke"], reason=opts["reason"])
+            self.stdout.write(f"signing key {opts['revoke'].upper()} revoked in {directory} at "
+                              f"{info['revoked_at']}: it verifies no bundle from now on")
+            return
+        if opts["destroy_epoch"] is not None:
+            recipient = destroy_epoch(directory, opts["destroy_epoch"])
+            self.stdout.write(f"epoch {opts['destroy_epoch']} identity ({recipient}) destroyed in {directory}: "
+                              "bundles encrypted only for it can no longer be decrypted")
+            return
+        epoch = opts["epoch"] or next_epoch(directory)
+        public = generate_keys(directory, epoch=epoch, escrow_recipient=opts["escrow"])
         self.stdout.write(f"keys written to {directory} (private files are mode 0400; keep them secret)")
         for key, value in public.items():
             self.stdout.write(f"  {key}: {value}")
