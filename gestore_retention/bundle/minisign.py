@@ -117,7 +117,11 @@ class SecretKey:
         return hashlib.blake2b(KEY_ALG + self.key_id + self._keypair(), digest_size=32).digest()
 
     def to_file_text(self):
-        """Return minisign's unencrypted secret key file (kdf "\\0\\0")."""
+        """Return minisign's unencrypted secret key file (kdf "\\0\\0").
+
+        We fill in the BLAKE2b-256 checksum, which stock minisign leaves zero
+        for unencrypted keys and never checks; both read back.
+        """
         raw = (KEY_ALG + KDF_NONE + CHK_ALG + bytes(32) + bytes(8) + bytes(8)
                + self.key_id + self._keypair() + self._checksum())
         return f"{UNTRUSTED}minisign secret key {key_id_hex(self.key_id)}\n{_b64(raw)}\n"
@@ -131,7 +135,11 @@ class SecretKey:
             raise SignatureError("secret key is password-encrypted; write an unencrypted one (minisign -G -W)")
         key_id, keypair, checksum = raw[54:62], raw[62:126], raw[126:158]
         secret = cls(key_id, Ed25519PrivateKey.from_private_bytes(keypair[:32]))
-        if secret._keypair() != keypair or not hmac.compare_digest(secret._checksum(), checksum):
+        if secret._keypair() != keypair:
+            raise SignatureError("secret key's public half does not match its seed")
+        # Stock `minisign -G -W` leaves the checksum of an unencrypted key all zero (it computes it only
+        # when encrypting); we write the real one. Accept either, refuse anything else.
+        if checksum != bytes(32) and not hmac.compare_digest(secret._checksum(), checksum):
             raise SignatureError("secret key checksum does not match")
         return secret
 
