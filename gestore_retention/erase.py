@@ -34,18 +34,33 @@ class EraseResult:
 
 
 def _instances(plan):
-    objs = []
+    """Yield the rows the Collector starts from, one list per model (collect() takes one model at a time).
+
+    The subjects, then the rows the plan's scope adds (extra owned and
+    soft-related rows): the Collector's set from all of them is the plan's owned set.
+    """
+    from .graph.edges import chunks
+
+    by_model = defaultdict(set)
     for model_label, pk in plan.subjects:
+        by_model[model_label].add(pk)
+    for model_label, pks in plan.extra.items():
+        by_model[model_label] |= pks
+    for model_label, pks in sorted(by_model.items()):
         model = relations.get_model(model_label)
-        objs.extend(model._base_manager.using(plan.using).filter(pk=pk))
-    return objs
+        objs = []
+        for chunk in chunks(pks, 1000):
+            objs.extend(model._base_manager.using(plan.using).filter(pk__in=chunk))
+        if objs:
+            yield objs
 
 
 def collect(plan):
     """Return a Collector that has gathered `plan`'s subjects (nothing is deleted)."""
     collector = Collector(using=plan.using, origin=None)
     try:
-        collector.collect(_instances(plan))
+        for objs in _instances(plan):
+            collector.collect(objs)
     except ProtectedError as exc:
         raise ErasureBlocked(f"Django refuses the delete: {exc.args[0]}", exc.protected_objects) from None
     except RestrictedError as exc:

@@ -10,6 +10,11 @@ changes; "fields" holds only those columns), "file" (a stored file's bytes,
 base64, for a FileField of an owned row). `loaddata` ignores the role, so a
 decrypted payload can still be loaded by Django as a last resort.
 
+A record may also carry "json_null": [field name, ...], the JSONFields that
+hold the JSON value null rather than SQL NULL (both read as None; loaddata
+sees None); and, for content types and permissions, "natural_key". A
+composite primary key is a JSON list of its parts.
+
 Foreign keys are written under the field name with the raw column value, as
 Django's serializers do; a multi-table child's record holds its own table's
 columns and its parent is a record of its own.
@@ -22,6 +27,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.db import models
+from django.db.models import BooleanField, ExpressionWrapper, Q
 from django.utils.dateparse import parse_duration
 from django.utils.duration import duration_string
 
@@ -47,7 +53,15 @@ def _b64(value):
 
 
 def _decimal_out(value):
-    return str(value)
+    # Fixed-point text keeps every digit and never an exponent ("0E-8" -> "0.00000000").
+    return format(value, "f")
+
+
+def _composite(encoders):
+    def encode(value):
+        return [None if v is None else enc(v) for enc, v in zip(encoders, value)]
+
+    return encode
 
 
 def encoder(field):
@@ -55,6 +69,8 @@ def encoder(field):
     if field.is_relation and field.remote_field:
         return encoder(field.target_field)
     internal = field.get_internal_type()
+    if internal == "CompositePrimaryKey":  # a JSON list, each part encoded as its field
+        return _composite(tuple(encoder(f) for f in field.fields))
     if internal == "DecimalField":
         return _decimal_out
     if internal in ("DateTimeField", "DateField", "TimeField"):
@@ -75,6 +91,9 @@ def decoder(field):
     if field.is_relation and field.remote_field:
         return decoder(field.target_field)
     internal = field.get_internal_type()
+    if internal == "CompositePrimaryKey":
+        decoders = tuple(decoder(f) for f in field.fields)
+        return lambda value: tuple(None if v is None else dec(v) for dec, v in zip(decoders, value))
     if internal == "JSONField":
         return _identity
     if internal == "BinaryField":
@@ -100,7 +119,12 @@ def canonical(record):
 # -- export -----------------------------------------------------------------
 @dataclass(frozen=True)
 class ModelCodec:
-    """How one model's rows become records: columns, encoders, pk encoder."""
+    """How one model's rows become records: columns, encoders, pk encoder.
+
+    `constants` holds the columns a scope excludes: their records carry the
+    field's default instead of the stored value, so a restore (or loaddata)
+    still gets a complete row.
+    """
 
     model: type
     label_lower: str
@@ -109,12 +133,18 @@ class ModelCodec:
     encoders: tuple
     pk_attname: str
     pk_encoder: object
+    constants: tuple = ()  # ((name, json value), ...) excluded fields
 
     @classmethod
-    def of(cls, model):
+    def of(cls, model, exclude=()):
         model = model._meta.concrete_model
         pk = model._meta.pk
-        cols = [(n, a, f) for n, a, f in relations.local_fields(model) if f is not pk]
+        cols = [(n, a, f) for n, a, f in relations.local_fields(model) if f is not pk and n not in exclude]
+        constants = []
+        for n, _, f in relations.local_fields(model):
+            if n in exclude and f is not pk:
+                default = f.get_default() if f.has_default() or not f.null else None
+                constants.append((n, None if default is None else encoder(f)(default)))
         return cls(
             model=model,
             label_lower=model._meta.label_lower,
@@ -123,18 +153,51 @@ class ModelCodec:
             encoders=tuple(encoder(f) for _, _, f in cols),
             pk_attname=pk.attname,
             pk_encoder=encoder(pk),
+            constants=tuple(constants),
         )
 
     def fetch(self, qs, pks, batch, attnames=None, names=None, encoders=None):
         """Yield (pk, {name: json value}) for `pks`, one query per batch."""
-        attnames = self.attnames if attnames is None else attnames
+        for pk, fields, _json_null in self.rows(qs, pks, batch, attnames, names, encoders):
+            yield pk, fields
+
+    def rows(self, qs, pks, batch, attnames=None, names=None, encoders=None):
+        """Yield (pk, {name: json value}, (names holding JSON null, ...)) for `pks`.
+
+        A JSONField can hold SQL NULL or the JSON value null; Python sees None
+        for both. A nullable JSON column is read with an IS NULL flag beside
+        it, so the two stay apart (records name JSON nulls in "json_null").
+        """
+        default = attnames is None
+        attnames = self.attnames if default else attnames
         names = self.names if names is None else names
         encoders = self.encoders if encoders is None else encoders
         codecs = list(zip(names, encoders))
+        constants = dict(self.constants) if default else {}
+        json_cols = []  # [(index, name, nullable)]
+        for i, attname in enumerate(attnames):
+            f = self.model._meta.get_field(names[i])
+            if f.get_internal_type() == "JSONField":
+                json_cols.append((i, names[i], f.null, attname))
+        flags = {f"_sqlnull_{i}": ExpressionWrapper(Q(**{f"{att}__isnull": True}), output_field=BooleanField())
+                 for i, _, nullable, att in json_cols if nullable}
+        n = len(attnames)
         for chunk in _chunks(pks, batch):
-            rows = qs.filter(pk__in=chunk).order_by("pk").values_list(self.pk_attname, *attnames)
-            for row in rows:
-                yield self.pk_encoder(row[0]), _encode_row(codecs, row[1:])
+            query = qs.filter(pk__in=chunk).order_by("pk")
+            if flags:
+                query = query.annotate(**flags)
+            for row in query.values_list(self.pk_attname, *attnames, *flags):
+                fields = _encode_row(codecs, row[1 : n + 1])
+                json_null = ()
+                if json_cols:
+                    sql_null = dict(zip(flags, row[n + 1 :]))
+                    json_null = tuple(
+                        name for i, name, nullable, _ in json_cols
+                        if row[i + 1] is None and not (nullable and sql_null[f"_sqlnull_{i}"])
+                    )
+                if constants:
+                    fields.update(constants)
+                yield self.pk_encoder(row[0]), fields, json_null
 
 
 class Export:
@@ -157,12 +220,16 @@ class Export:
         labels = set(self.plan.owned) | set(self.plan.references) | set(self.plan.updates)
         return relations.insert_order([relations.get_model(lb) for lb in labels])
 
+    def codec(self, model):
+        """Return the ModelCodec of `model` under the plan's scope (excluded fields)."""
+        return ModelCodec.of(model, exclude=self.plan.scope.excluded_fields(relations.label(model)))
+
     def records(self):
         plan = self.plan
         ordered = self.models()
         for model in ordered:
             lb = relations.label(model)
-            codec = ModelCodec.of(model)
+            codec = self.codec(model)
             qs = model._base_manager.using(plan.using)
             if lb in plan.references:
                 yield from self._emit(codec, qs, plan.references[lb], "reference")
@@ -192,17 +259,25 @@ class Export:
 
     def _emit(self, codec, qs, pks, role, **fetch_kw):
         natural = relations.is_natural_key_model(codec.model)
-        for pk, fields in codec.fetch(qs, pks, self.batch, **fetch_kw):
+        content_type = codec.model._meta.label == "contenttypes.ContentType"
+        for pk, fields, json_null in codec.rows(qs, pks, self.batch, **fetch_kw):
             record = {"model": codec.label_lower, "pk": pk, "fields": fields, "role": role}
+            if json_null:
+                record["json_null"] = list(json_null)
             if natural and role == "reference":
-                record["natural_key"] = _natural_key(codec.model, pk, self.plan.using)
+                if content_type:  # its natural key is two of its own columns: no query
+                    record["natural_key"] = [fields["app_label"], fields["model"]]
+                else:
+                    record["natural_key"] = _natural_key(codec.model, pk, self.plan.using)
             if role in ("owned", "update"):
                 self._hashes[codec.label_lower].update(canonical(record).encode() + b"\n")
             self.counts[role][codec.label_lower] += 1
             yield record
 
     def _files(self, codec, qs, pks):
-        file_fields = [f for f in codec.model._meta.local_concrete_fields if isinstance(f, models.FileField)]
+        excluded = dict(codec.constants)
+        file_fields = [f for f in codec.model._meta.local_concrete_fields
+                       if isinstance(f, models.FileField) and f.name not in excluded]
         for f in file_fields:
             for chunk in _chunks(pks, self.batch):
                 rows = qs.filter(pk__in=chunk).exclude(**{f.attname: ""}).order_by("pk")
@@ -242,7 +317,7 @@ def owned_digest(plan, *, batch_size=None):
         lb = relations.label(model)
         if lb in plan.owned:
             qs = model._base_manager.using(plan.using)
-            for _ in exp._emit(ModelCodec.of(model), qs, plan.owned[lb], "owned"):
+            for _ in exp._emit(exp.codec(model), qs, plan.owned[lb], "owned"):
                 pass
     for _ in exp._updates(ordered):
         pass

@@ -16,7 +16,10 @@ def snapshot(using="default", app_labels=APPS):
         codec = ModelCodec.of(model)
         qs = model._base_manager.using(using)
         pks = list(qs.values_list("pk", flat=True))
-        out[relations.label(model)] = dict(codec.fetch(qs, pks, 1000))
+        # A composite pk is a JSON list in records: key it as a tuple here.
+        out[relations.label(model)] = {
+            (tuple(pk) if isinstance(pk, list) else pk): fields for pk, fields in codec.fetch(qs, pks, 1000)
+        }
     return out
 
 

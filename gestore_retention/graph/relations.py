@@ -7,6 +7,7 @@ from functools import cache
 
 from django.apps import apps
 from django.contrib.contenttypes.fields import GenericForeignKey, GenericRelation
+
 from ..errors import ObjectSpecError
 
 
@@ -140,3 +141,17 @@ def schema_fingerprint(model):
     for name, attname, field in local_fields(model):
         parts.append(f"{name}:{attname}:{field.get_internal_type()}:{int(field.null)}")
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def m2m_columns(field):
+    """Return (through model, FK to the field's source side, FK to its far side).
+
+    `field` is a ManyToManyField (walked from its model) or a ManyToManyRel
+    (walked from the model it points at).
+    """
+    if field.many_to_many and not field.concrete:  # the reverse side: a ManyToManyRel
+        m2m = field.field
+        through = m2m.remote_field.through._meta.concrete_model
+        return through, through._meta.get_field(m2m.m2m_reverse_field_name()), through._meta.get_field(m2m.m2m_field_name())
+    through = field.remote_field.through._meta.concrete_model
+    return through, through._meta.get_field(field.m2m_field_name()), through._meta.get_field(field.m2m_reverse_field_name())

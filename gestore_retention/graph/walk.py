@@ -4,7 +4,8 @@ One query per (model, relation, frontier chunk), never one per object. The
 walk mirrors what Django's deletion Collector would do to the subject:
 
 * owned: rows the Collector deletes (CASCADE, M2M link rows, generic
-  relations, multi-table parents and children);
+  relations, multi-table parents and children), plus the rows a Scope adds
+  (extra owned relations, soft relations) and what deleting those cascades to;
 * updates: rows outside the owned set it modifies (SET_NULL, SET_DEFAULT,
   SET(...)), exported with their old values;
 * references: the forward dependency closure of owned rows (FK, O2O,
@@ -13,31 +14,157 @@ walk mirrors what Django's deletion Collector would do to the subject:
 * boundary: rows of a model the scope forbids, reached by the walk and
   recorded as keys only.
 
+The Plan keeps, per model and role, the relations (edges) that brought rows
+in; `Plan.explain()` rebuilds one row's path from the subject on demand, so
+memory stays bounded by the model graph, not by the rows.
+
 The Plan is consumed by preview, export, erase and verification alike.
 """
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import FieldDoesNotExist
 from django.db import models
 
 from .. import conf
 from ..errors import ObjectSpecError
 from . import relations
+from .edges import Edge, Follower, chunks, sort_key
+
+# Kept for modules that imported the private helpers.
+_chunks = chunks
+_sort_key = sort_key
+
+ROLES = ("owned", "update", "reference", "boundary")
+
+
+@dataclass(frozen=True)
+class SoftRelation:
+    """A column without an FK constraint that still points at rows of another model.
+
+    `SoftRelation("app.Usage", "tenant_id", target="app.Box")`: an integer
+    column holding a Box pk. `SoftRelation("app.History", "object_pk",
+    content_type="content_type")`: a content type + object pk pair, as audit
+    and history apps write; with no `target` it applies to every owned model.
+    Rows found this way are owned: they are copies of the subject's data.
+    """
+
+    model: str
+    field: str
+    target: str = ""
+    content_type: str = ""
+
+    def __str__(self):
+        if self.content_type:
+            text = f"{self.model}.{self.content_type}+{self.field}"
+        else:
+            text = f"{self.model}.{self.field}"
+        return f"{text}->{self.target}" if self.target else text
+
+    @classmethod
+    def parse(cls, spec):
+        """Accept a SoftRelation, a tuple of its fields, or "app.M.col->app.T" / "app.M.ct+object_pk"."""
+        if isinstance(spec, cls):
+            soft = spec
+        elif isinstance(spec, (tuple, list)):
+            soft = cls(*spec)
+        else:
+            text, _, target = str(spec).partition("->")
+            head, _, column = text.strip().rpartition(".")
+            content_type = ""
+            if "+" in column:
+                content_type, column = column.split("+", 1)
+            soft = cls(head, column, target.strip(), content_type)
+        model = _model(soft.model, f"soft relation {soft}")
+        column = _field(model, soft.field, f"soft relation {soft}")
+        if column.is_relation:
+            raise ObjectSpecError(f"soft relation {soft}: {soft.field!r} is a foreign key; the walk follows it already")
+        target = relations.label(_model(soft.target, f"soft relation {soft}")) if soft.target else ""
+        ct = ""
+        if soft.content_type:
+            ct_field = _field(model, soft.content_type, f"soft relation {soft}")
+            if ct_field.related_model is None or ct_field.related_model._meta.label != "contenttypes.ContentType":
+                raise ObjectSpecError(f"soft relation {soft}: {soft.content_type!r} is not a content type FK")
+            ct = ct_field.name
+        elif not target:
+            raise ObjectSpecError(f"soft relation {soft}: name its target model (\"->app.Model\")")
+        return cls(relations.label(model), column.name, target, ct)
+
+
+def _model(model_label, where):
+    try:
+        return relations.get_model(model_label)
+    except ObjectSpecError:
+        raise ObjectSpecError(f"{where}: unknown model {model_label!r}") from None
+
+
+def _field(model, name, where):
+    try:
+        return model._meta.get_field(name)
+    except FieldDoesNotExist:
+        raise ObjectSpecError(f"{where}: {model._meta.label} has no field {name!r}") from None
+
+
+def _relation_field(spec):
+    model_label, _, name = str(spec).rpartition(".")
+    model = _model(model_label, f"owned relation {spec!r}")
+    f = _field(model, name, f"owned relation {spec!r}")
+    if not f.is_relation:
+        raise ObjectSpecError(f"owned relation {spec!r}: {name!r} is not a relation")
+    if isinstance(f, _gfk_class()):
+        raise ObjectSpecError(f"owned relation {spec!r}: a GenericForeignKey cannot be owned; declare a soft relation")
+    return model, f
+
+
+def _gfk_class():
+    from django.contrib.contenttypes.fields import GenericForeignKey
+
+    return GenericForeignKey
 
 
 @dataclass(frozen=True)
 class Scope:
-    """What the walk may cross. A policy's [scope] table fills one of these."""
+    """What the walk may cross and what it adds. A policy's [scope] table fills one of these."""
 
     boundaries: frozenset = frozenset()  # {model label}: never walked into beyond the subjects
     include_files: bool = True  # put stored files' bytes into the bundle
+    owned_relations: frozenset = frozenset()  # {"app.Model.relation"}: what it reaches from owned rows is owned
+    exclude_models: frozenset = frozenset()  # {model label}: never exported nor erased (kept as keys)
+    exclude_fields: frozenset = frozenset()  # {"app.Model.field"}: exported as the field's default
+    soft_relations: tuple = ()  # (SoftRelation, ...)
 
     @classmethod
-    def of(cls, boundaries=(), include_files=True):
-        labels = frozenset(relations.label(relations.get_model(b)) for b in boundaries)
-        return cls(boundaries=labels, include_files=include_files)
+    def of(cls, boundaries=(), include_files=True, *, owned_relations=(), exclude_models=(),
+           exclude_fields=(), soft_relations=()):
+        """Build a Scope from labels and names, checking each one (ObjectSpecError names the bad one)."""
+        labels = frozenset(relations.label(_model(b, "boundary")) for b in boundaries)
+        excluded = frozenset(relations.label(_model(b, "excluded model")) for b in exclude_models)
+        owned = set()
+        for spec in owned_relations:
+            model, f = _relation_field(spec)
+            owned.add(f"{relations.label(model)}.{f.name}")
+        fields = set()
+        for spec in exclude_fields:
+            model_label, _, name = str(spec).rpartition(".")
+            model = _model(model_label, f"excluded field {spec!r}")
+            f = _field(model, name, f"excluded field {spec!r}")
+            if not f.concrete or f.primary_key or f.is_relation:
+                raise ObjectSpecError(f"excluded field {spec!r}: only plain columns can be excluded, not keys")
+            fields.add(f"{relations.label(model)}.{f.name}")
+        soft = tuple(sorted({SoftRelation.parse(s) for s in soft_relations}, key=str))
+        return cls(boundaries=labels, include_files=include_files, owned_relations=frozenset(owned),
+                   exclude_models=excluded, exclude_fields=frozenset(fields), soft_relations=soft)
+
+    @property
+    def forbidden(self):
+        """Labels the walk records as keys and never exports."""
+        return self.boundaries | self.exclude_models
+
+    def excluded_fields(self, model_label):
+        """Return the names of `model_label`'s fields this scope leaves out."""
+        prefix = f"{model_label}."
+        return frozenset(s[len(prefix):] for s in self.exclude_fields if s.startswith(prefix))
 
 
 @dataclass(frozen=True)
@@ -54,6 +181,31 @@ class Blocker:
         if self.kind == "boundary":
             return f"cascade reaches {self.model} rows outside the scope: {keys}"
         return f"{self.model}.{self.field} ({self.kind.upper()}) references owned rows: {keys}"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One row on a path from the subject: reached through `via` from the previous step."""
+
+    model: str
+    pk: object
+    via: str  # "" for the subject
+
+    def __str__(self):
+        return f"{self.model} {self.pk!r}" if not self.via else f"--{self.via}--> {self.model} {self.pk!r}"
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Why a row is in a plan: its role and the path of relations from a subject."""
+
+    model: str
+    pk: object
+    role: str  # "owned" | "update" | "reference" | "boundary"
+    steps: tuple  # (Step, ...), the subject first, this row last
+
+    def __str__(self):
+        return f"{self.model} {self.pk!r} ({self.role}): " + " ".join(str(s) for s in self.steps)
 
 
 def _freeze(mapping):
@@ -74,6 +226,8 @@ class Plan:
     blockers: tuple  # (Blocker, ...)
     via: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))  # {label: frozenset("Src.relation")}
     queries: int = 0
+    edges: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))  # {role: {label: frozenset(Edge)}}
+    extra: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))  # {label: frozenset(pk)} rows the scope adds
 
     def counts(self):
         """Return {"owned": {label: n}, "updates": {...}, "references": {...}}."""
@@ -92,15 +246,83 @@ class Plan:
     def owns(self, model_label, pk):
         return pk in self.owned.get(model_label, ())
 
+    def role_of(self, model_label, pk):
+        """Return "owned", "update", "reference", "boundary" or None for one row."""
+        if pk in self.owned.get(model_label, ()):
+            return "owned"
+        if any(pk in pks for pks in self.updates.get(model_label, {}).values()):
+            return "update"
+        if pk in self.references.get(model_label, ()):
+            return "reference"
+        if pk in self.boundary.get(model_label, ()):
+            return "boundary"
+        return None
 
-def _chunks(values, size):
-    values = sorted(values, key=_sort_key)
-    for i in range(0, len(values), size):
-        yield values[i : i + size]
+    def explain(self, model, pk, *, limit=10_000):
+        """Return the Explanation of one row: its role and a path from a subject.
+
+        This is a read-only operation: it queries the rows along the plan's
+        relations (a few queries per step). Raise ObjectSpecError when the row
+        is not in the plan.
+        """
+        return _explain(self, model, pk, limit)
 
 
-def _sort_key(value):
-    return (str(type(value)), value) if value is not None else ("", "")
+def _pk_value(model, pk):
+    if isinstance(pk, list):
+        pk = tuple(pk)
+    if isinstance(pk, tuple):
+        fields = getattr(model._meta.pk, "fields", ())
+        return tuple(f.to_python(v) for f, v in zip(fields, pk)) if fields else pk
+    try:
+        return model._meta.pk.to_python(pk)
+    except Exception:  # noqa: BLE001
+        raise ObjectSpecError(f"{pk!r} is not a valid primary key for {model._meta.label}") from None
+
+
+def _explain(plan, model, pk, limit):
+    if isinstance(model, str):
+        model = _model(model, "explain")
+    lb = relations.label(model)
+    pk = _pk_value(model._meta.concrete_model, pk)
+    role = plan.role_of(lb, pk)
+    if role is None:
+        raise ObjectSpecError(f"{lb} {pk!r} is not in the plan (database {plan.using!r})")
+    subjects = set(plan.subjects)
+    start = (lb, pk)
+    prev = {start: None}  # {(label, pk): ((label, pk), edge) it was reached from}
+    queue = deque([(start, role)])
+    follower = Follower(plan.using, conf.get("BATCH_SIZE"))
+    found = start if start in subjects else None
+    while queue and found is None and len(prev) < limit:
+        (node_label, node_pk), node_role = queue.popleft()
+        for edge in sorted(plan.edges.get(node_role, {}).get(node_label, ()), key=lambda e: (e.source, e.name)):
+            for src in sorted(follower.sources(edge, node_pk), key=sort_key):
+                key = (edge.source, src)
+                if key in prev:
+                    continue
+                if src in plan.owned.get(edge.source, ()):
+                    src_role = "owned"
+                elif node_role in ("reference", "boundary") and src in plan.references.get(edge.source, ()):
+                    src_role = "reference"
+                else:
+                    continue
+                prev[key] = ((node_label, node_pk), edge)
+                if key in subjects:
+                    found = key
+                    break
+                queue.append((key, src_role))
+            if found is not None:
+                break
+    if found is None:
+        raise ObjectSpecError(f"{lb} {pk!r}: no path from the subject found within {limit} rows")
+    steps = [Step(found[0], found[1], "")]
+    node = found
+    while node != start:
+        nxt, edge = prev[node]  # `node` reaches `nxt` through `edge`
+        steps.append(Step(nxt[0], nxt[1], edge.name))
+        node = nxt
+    return Explanation(model=lb, pk=pk, role=role, steps=tuple(steps))
 
 
 def _on_delete_kind(on_delete):
@@ -117,13 +339,75 @@ def _on_delete_kind(on_delete):
     return "update"
 
 
+def cascade_edges(model):
+    """Return ((Edge, kind), ...) of what deleting rows of `model` reaches, as the Collector sees it."""
+    return _cascade_edges(model._meta.concrete_model)
+
+
+def _cascade_edges_uncached(model):
+    model_label = relations.label(model)
+    out = []
+    # Multi-table inheritance: deleting a child deletes its parent rows.
+    for parent, ptr in model._meta.parents.items():
+        if ptr is not None:
+            out.append((Edge("parent", model_label, relations.label(parent), f"{model_label}.{ptr.name}", ptr), "cascade"))
+    for rel in relations.reverse_relations(model):
+        kind = _on_delete_kind(rel.on_delete)
+        if kind == "nothing":
+            continue
+        related_label = relations.label(rel.related_model)
+        fk = rel.field
+        out.append((Edge("reverse", model_label, related_label, f"{related_label}.{fk.name}", fk), kind))
+    for grel in relations.generic_relations(model):
+        related_label = relations.label(grel.related_model)
+        out.append((Edge("generic", model_label, related_label, f"{model_label}.{grel.name}", grel), "cascade"))
+    return tuple(out)
+
+
+_cascade_cache = {}
+
+
+def _cascade_edges(model):
+    if model not in _cascade_cache:
+        _cascade_cache[model] = _cascade_edges_uncached(model)
+    return _cascade_cache[model]
+
+
+def scope_edges(scope, model_label):
+    """Return the Edges a scope adds from owned rows of `model_label` (owned relations, soft relations)."""
+    out = []
+    for spec in sorted(scope.owned_relations):
+        source_label, _, name = spec.rpartition(".")
+        if source_label != model_label:
+            continue
+        model = relations.get_model(source_label)
+        f = model._meta.get_field(name)
+        if f.many_to_many:
+            out.append(Edge("m2m", model_label, relations.label(f.related_model), spec, f))
+        elif f.concrete:  # forward FK / O2O
+            out.append(Edge("forward", model_label, relations.label(f.related_model), spec, f))
+        elif hasattr(f, "bulk_related_objects"):  # GenericRelation
+            out.append(Edge("generic", model_label, relations.label(f.related_model), spec, f))
+        else:  # reverse FK / O2O
+            related_label = relations.label(f.related_model)
+            out.append(Edge("reverse", model_label, related_label, f"{related_label}.{f.field.name}", f.field))
+    for soft in scope.soft_relations:
+        if soft.target and soft.target != model_label:
+            continue
+        holder = relations.get_model(soft.model)
+        column = holder._meta.get_field(soft.field)
+        ct_field = holder._meta.get_field(soft.content_type) if soft.content_type else None
+        out.append(Edge("soft", model_label, soft.model, str(soft), column, ct_field))
+    return out
+
+
 class _Walker:
     def __init__(self, using, scope, batch_size, lock=False):
-        self.lock = lock
         self.using = using
         self.scope = scope
-        self.batch = batch_size
-        self.queries = 0
+        self.forbidden = scope.forbidden
+        self.lock = lock
+        self.follow = Follower(using, batch_size)
         self.owned = defaultdict(set)  # {label: {pk}}
         self.updates = defaultdict(lambda: defaultdict(set))  # {label: {field: {pk}}}
         self.protected = defaultdict(set)  # {(label, field): {pk}}
@@ -131,113 +415,78 @@ class _Walker:
         self.boundary = defaultdict(set)  # {label: {pk}}
         self.cascade_boundary = defaultdict(set)  # {label: {pk}} boundary rows a delete would remove
         self.references = defaultdict(set)  # {label: {pk}}
-        self.via = defaultdict(set)  # {label: {"Src.relation"}}
+        self.extra = defaultdict(set)  # {label: {pk}} rows the scope adds (erase hands them to the Collector)
+        self.edges = defaultdict(lambda: defaultdict(set))  # {role: {label: {Edge}}}
         self.subject_keys = set()
 
+    @property
+    def queries(self):
+        return self.follow.queries
+
     def qs(self, model):
-        return model._base_manager.using(self.using)
-
-    def locking_qs(self, model):
-        """Queries of the owned walk: with lock=True they lock what they read.
-
-        SELECT ... FOR UPDATE on the rows found (PostgreSQL, MySQL/MariaDB)
-        reads the latest committed rows and blocks inserts whose foreign key
-        points at them until the transaction ends, so the owned set cannot
-        grow behind the erase guard. SQLite ignores it (its writer lock
-        already serialises the erase).
-        """
-        qs = self.qs(model)
-        return qs.select_for_update() if self.lock else qs
+        return self.follow.qs(model)
 
     def values(self, qs, *fields):
-        self.queries += 1
-        return list(qs.values_list(*fields))
+        return self.follow.values(qs, *fields)
+
+    def split_boundary(self, edge, pks, cascade):
+        """Drop rows of a forbidden model from `pks`; record them as keys."""
+        if edge.target not in self.forbidden:
+            return pks
+        outside = {pk for pk in pks if (edge.target, pk) not in self.subject_keys}
+        if outside:
+            self.boundary[edge.target] |= outside
+            self.edges["boundary"][edge.target].add(edge)
+            if cascade:
+                self.cascade_boundary[edge.target] |= outside
+        return set(pks) - outside
 
     # -- owned set: what deletion removes --------------------------------
     def walk_owned(self, roots):
         frontier = defaultdict(set)
         for model_label, pk in roots:
             frontier[model_label].add(pk)
+        pending = defaultdict(set)  # {label: {pk}} owned rows whose scope edges are not followed yet
         while frontier:
-            model_label = next(iter(frontier))
-            new = frontier.pop(model_label) - self.owned[model_label]
-            if not new:
-                continue
-            self.owned[model_label] |= new
-            model = relations.get_model(model_label)
-            for target_label, pks, via in self.cascade_from(model, new):
-                if target_label in self.scope.boundaries:
-                    outside = {pk for pk in pks if (target_label, pk) not in self.subject_keys}
-                    self.boundary[target_label] |= outside
-                    self.cascade_boundary[target_label] |= outside
-                    pks = set(pks) - outside
-                if pks:
-                    self.via[target_label].add(via)
-                    frontier[target_label] |= set(pks)
+            while frontier:
+                model_label = next(iter(frontier))
+                new = frontier.pop(model_label) - self.owned[model_label]
+                if not new:
+                    continue
+                self.owned[model_label] |= new
+                pending[model_label] |= new
+                self.cascade_from(relations.get_model(model_label), new, frontier)
+            # The scope's additions: rows reached from owned rows through its
+            # owned and soft relations, then what deleting them cascades to.
+            for model_label in sorted(pending):
+                pks = pending[model_label]
+                for edge in scope_edges(self.scope, model_label):
+                    found = self.follow.targets(edge, pks) - self.owned[edge.target]
+                    found = self.split_boundary(edge, found, cascade=True)
+                    if found:
+                        self.edges["owned"][edge.target].add(edge)
+                        self.extra[edge.target] |= found
+                        frontier[edge.target] |= found
+            pending.clear()
 
-    def cascade_from(self, model, pks):
-        """Yield (label, pks, via) of rows deleting `pks` of `model` cascades to."""
-        model_label = relations.label(model)
-        # Multi-table inheritance: deleting a child deletes its parent rows.
-        for parent, ptr in model._meta.parents.items():
-            if ptr is None:
-                continue
-            if ptr.primary_key:
-                parent_pks = set(pks)
-                if self.lock:  # found without a query: lock the parent rows too
-                    for chunk in _chunks(pks, self.batch):
-                        self.values(self.locking_qs(parent).filter(pk__in=chunk), "pk")
-            else:
-                parent_pks = set()
-                for chunk in _chunks(pks, self.batch):
-                    parent_pks |= {v for (v,) in self.values(self.locking_qs(model).filter(pk__in=chunk), ptr.attname)}
-            yield relations.label(parent), parent_pks, f"{model_label}.{ptr.name}"
-        for rel in relations.reverse_relations(model):
-            fk = rel.field
-            related = rel.related_model._meta.concrete_model
-            related_label = relations.label(related)
-            kind = _on_delete_kind(rel.on_delete)
-            if kind == "nothing":
-                continue
-            found = set()
-            for chunk in self.target_values(model, pks, fk.target_field):
-                qs = self.locking_qs(related).filter(**{f"{fk.attname}__in": chunk})
-                found |= {v for (v,) in self.values(qs, "pk")}
+    def cascade_from(self, model, pks, frontier):
+        """Follow the Collector's relations from rows `pks` of `model`, adding to `frontier`."""
+        for edge, kind in cascade_edges(model):
+            found = self.follow.targets(edge, pks)
             if not found:
                 continue
-            via = f"{related_label}.{fk.name}"
             if kind == "cascade":
-                yield related_label, found, via
+                found = self.split_boundary(edge, found, cascade=True)
+                if found:
+                    self.edges["owned"][edge.target].add(edge)
+                    frontier[edge.target] |= found
             elif kind == "update":
-                self.updates[related_label][fk.name] |= found
+                self.updates[edge.target][edge.field.name] |= found
+                self.edges["update"][edge.target].add(edge)
             elif kind == "protect":
-                self.protected[related_label, fk.name] |= found
+                self.protected[edge.target, edge.field.name] |= found
             elif kind == "restrict":
-                self.restricted[related_label, fk.name] |= found
-        for grel in relations.generic_relations(model):
-            related = grel.related_model._meta.concrete_model
-            ct = ContentType.objects.db_manager(self.using).get_for_model(
-                model, for_concrete_model=grel.for_concrete_model
-            )
-            ct_att = related._meta.get_field(grel.content_type_field_name).attname
-            fk_field = related._meta.get_field(grel.object_id_field_name)
-            found = set()
-            for chunk in _chunks(pks, self.batch):
-                ids = [fk_field.to_python(pk) if not isinstance(pk, tuple) else pk for pk in chunk]
-                qs = self.locking_qs(related).filter(**{ct_att: ct.pk, f"{fk_field.attname}__in": ids})
-                found |= {v for (v,) in self.values(qs, "pk")}
-            if found:
-                yield relations.label(related), found, f"{model_label}.{grel.name}"
-
-    def target_values(self, model, pks, target_field):
-        """Yield chunks of the values an FK to `target_field` holds for `pks`."""
-        if target_field.primary_key or target_field is model._meta.pk:
-            yield from _chunks(pks, self.batch)
-            return
-        for chunk in _chunks(pks, self.batch):
-            vals = [v for (v,) in self.values(self.locking_qs(model).filter(pk__in=chunk), target_field.attname)]
-            if vals:
-                yield vals
+                self.restricted[edge.target, edge.field.name] |= found
 
     # -- references: the forward dependency closure ----------------------
     def walk_references(self):
@@ -250,19 +499,22 @@ class _Walker:
                 continue
             seen[model_label] |= pks
             model = relations.get_model(model_label)
-            for target_label, target_pks, via in self.forward_targets(model, pks):
-                new = {pk for pk in target_pks if pk not in self.owned.get(target_label, ())}
-                if target_label in self.scope.boundaries:
-                    self.boundary[target_label] |= new
+            for edge, target_pks in self.forward_targets(model, pks):
+                new = {pk for pk in target_pks if pk not in self.owned.get(edge.target, ())}
+                if edge.target in self.forbidden:
+                    if new:
+                        self.boundary[edge.target] |= new
+                        self.edges["boundary"][edge.target].add(edge)
                     continue
-                new -= self.references[target_label]
                 if new:
-                    self.references[target_label] |= new
-                    self.via[target_label].add(via)
-                    frontier.setdefault(target_label, set()).update(new)
+                    self.edges["reference"][edge.target].add(edge)
+                new -= self.references[edge.target]
+                if new:
+                    self.references[edge.target] |= new
+                    frontier.setdefault(edge.target, set()).update(new)
 
     def forward_targets(self, model, pks):
-        """Yield (label, pks, via) of rows that `pks` of `model` point to."""
+        """Yield (Edge, pks) of rows that `pks` of `model` point to: one query per chunk for all FKs."""
         fks = relations.forward_fks(model)
         gfks = relations.generic_foreign_keys(model)
         if not fks and not gfks:
@@ -271,48 +523,41 @@ class _Walker:
         for _, ct_field, fk_field in gfks:
             columns += [ct_field.attname, fk_field.attname]
         targets = defaultdict(set)  # {field index: {value}}
-        generic = defaultdict(set)  # {content type id: {object id}}
-        for chunk in _chunks(pks, self.batch):
+        generic = defaultdict(lambda: defaultdict(set))  # {gfk index: {content type id: {object id}}}
+        for chunk in chunks(pks, self.follow.batch):
             for row in self.values(self.qs(model).filter(pk__in=chunk), *columns):
-                for i, f in enumerate(fks):
+                for i in range(len(fks)):
                     if row[i] is not None:
                         targets[i].add(row[i])
                 for j in range(len(gfks)):
                     ct_id, obj_id = row[len(fks) + 2 * j], row[len(fks) + 2 * j + 1]
                     if ct_id is not None and obj_id is not None:
-                        generic[ct_id].add(obj_id)
+                        generic[j][ct_id].add(obj_id)
         model_label = relations.label(model)
         for i, values in targets.items():
             f = fks[i]
-            target = f.related_model._meta.concrete_model
-            if f.target_field.primary_key:
-                target_pks = values
-            else:
-                target_pks = set()
-                for chunk in _chunks(values, self.batch):
-                    qs = self.qs(target).filter(**{f"{f.target_field.attname}__in": chunk})
-                    target_pks |= {v for (v,) in self.values(qs, "pk")}
-            yield relations.label(target), target_pks, f"{model_label}.{f.name}"
-        for ct_id, obj_ids in generic.items():
-            ct = ContentType.objects.db_manager(self.using).get_for_id(ct_id)
-            target = ct.model_class()
-            if target is None:  # a stale content type: nothing to export
-                continue
-            target = target._meta.concrete_model
-            pk_field = target._meta.pk
-            found = set()
-            for chunk in _chunks({pk_field.to_python(v) for v in obj_ids}, self.batch):
-                found |= {v for (v,) in self.values(self.qs(target).filter(pk__in=chunk), "pk")}
-            yield relations.label(target), found, f"{model_label}.{gfks[0][0].name}"
+            edge = Edge("forward", model_label, relations.label(f.related_model), f"{model_label}.{f.name}", f)
+            yield edge, self.follow.forward_pks(f, values)
+        from django.contrib.contenttypes.models import ContentType
+
+        for j, by_ct in generic.items():
+            gfk = gfks[j][0]
+            for ct_id, obj_ids in by_ct.items():
+                target = ContentType.objects.db_manager(self.using).get_for_id(ct_id).model_class()
+                if target is None:  # a stale content type: nothing to export
+                    continue
+                target = target._meta.concrete_model
+                edge = Edge("gfk", model_label, relations.label(target), f"{model_label}.{gfk.name}", gfk)
+                yield edge, self.follow.existing(target, obj_ids)
 
     def blockers(self):
         result = []
         for (model_label, fname), pks in sorted(self.protected.items()):
-            result.append(Blocker("protect", model_label, fname, tuple(sorted(pks, key=_sort_key))))
+            result.append(Blocker("protect", model_label, fname, tuple(sorted(pks, key=sort_key))))
         for (model_label, fname), pks in sorted(self.restricted.items()):
             left = pks - self.owned.get(model_label, set())
             if left:
-                result.append(Blocker("restrict", model_label, fname, tuple(sorted(left, key=_sort_key))))
+                result.append(Blocker("restrict", model_label, fname, tuple(sorted(left, key=sort_key))))
         return tuple(result)
 
 
@@ -329,16 +574,17 @@ def resolve(objects, using="default"):
             model, pk = obj
             if isinstance(model, str):
                 model = relations.get_model(model)
-            keys.append((relations.label(model), pk))
+            keys.append((relations.label(model), tuple(pk) if isinstance(pk, list) else pk))
     return tuple(keys)
 
 
 def walk(objects, *, scope=None, using="default", batch_size=None, lock=False):
     """Walk `objects` (instances, or (model or label, pk) pairs) into a Plan.
 
-    This is a read-only operation. Missing subjects raise ObjectSpecError.
-    With `lock=True` (inside a transaction) every row of the owned set and
-    every row erasure would change is locked FOR UPDATE as it is found.
+    This is a read-only operation, and every query goes to database `using`.
+    Missing subjects raise ObjectSpecError. With `lock=True` (inside a
+    transaction) every row of the owned set and every row erasure would
+    change is locked FOR UPDATE as it is found.
     """
     scope = scope or Scope()
     batch_size = batch_size or conf.get("BATCH_SIZE")
@@ -351,15 +597,17 @@ def walk(objects, *, scope=None, using="default", batch_size=None, lock=False):
     for model_label, pks in by_model.items():
         model = relations.get_model(model_label)
         found = set()
-        for chunk in _chunks(pks, batch_size):
+        for chunk in chunks(pks, batch_size):
             found |= {v for (v,) in walker.values(walker.qs(model).filter(pk__in=chunk), "pk")}
         missing = pks - found
         if missing:
             raise ObjectSpecError(
-                f"{model_label} has no object with pk {', '.join(repr(m) for m in sorted(missing, key=_sort_key))}"
+                f"{model_label} has no object with pk {', '.join(repr(m) for m in sorted(missing, key=sort_key))}"
                 f" (database {using!r})"
             )
+    walker.follow.lock = lock  # lock what the owned walk reads (erase's guard)
     walker.walk_owned(roots)
+    walker.follow.lock = False
     walker.walk_references()
     updates = {}
     for model_label, per_field in walker.updates.items():
@@ -371,7 +619,13 @@ def walk(objects, *, scope=None, using="default", batch_size=None, lock=False):
     for model_label, pks in sorted(walker.cascade_boundary.items()):
         # Deleting the subject would delete these too, but the scope forbids
         # exporting them: erasure must refuse.
-        blockers.append(Blocker("boundary", model_label, "", tuple(sorted(pks, key=_sort_key))))
+        blockers.append(Blocker("boundary", model_label, "", tuple(sorted(pks, key=sort_key))))
+    edges = {role: _freeze(per_label) for role, per_label in walker.edges.items()}
+    via = defaultdict(set)
+    for role in ("owned", "reference"):
+        for model_label, es in walker.edges.get(role, {}).items():
+            via[model_label] |= {e.name for e in es}
+    extra = {k: v - {pk for lb, pk in roots if lb == k} for k, v in walker.extra.items()}
     return Plan(
         subjects=roots,
         using=using,
@@ -381,6 +635,8 @@ def walk(objects, *, scope=None, using="default", batch_size=None, lock=False):
         references=_freeze(walker.references),
         boundary=_freeze(walker.boundary),
         blockers=tuple(blockers),
-        via=_freeze(walker.via),
+        via=_freeze(via),
         queries=walker.queries,
+        edges=MappingProxyType(edges),
+        extra=_freeze(extra),
     )

@@ -170,3 +170,137 @@ class Entry(models.Model):
     ledger = models.ForeignKey(Ledger, on_delete=models.CASCADE, related_name="entries")
     amount = models.DecimalField(max_digits=12, decimal_places=2)
     memo = models.CharField(max_length=200)
+
+
+# -- Issue 3: relation kinds the walk must get right ---------------------------
+# Box is the subject; each model below adds one kind of relation to it.
+import uuid  # noqa: E402  (appended section)
+
+
+class Box(models.Model):
+    code = models.CharField(max_length=20, unique=True)
+    labels = GenericRelation("Label", content_type_field="kind", object_id_field="ref")
+    trail = GenericRelation("AuditTrail", object_id_field="object_pk")
+
+
+class Label(models.Model):
+    """A GenericForeignKey with custom field names and a char object id."""
+
+    kind = models.ForeignKey(ContentType, on_delete=models.CASCADE, related_name="+")
+    ref = models.CharField(max_length=40)
+    target = GenericForeignKey("kind", "ref")
+    text = models.CharField(max_length=40)
+
+
+class AuditTrail(models.Model):
+    """What audit apps write: content_type + text object_pk (here with a GenericRelation)."""
+
+    content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE, related_name="+")
+    object_pk = models.TextField()
+    target = GenericForeignKey("content_type", "object_pk")
+    action = models.CharField(max_length=20)
+
+
+class History(models.Model):
+    """A soft generic relation: content_type + text object_pk and no GenericRelation back."""
+
+    content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE, related_name="+")
+    object_pk = models.TextField()
+    changes = models.JSONField(default=dict)
+
+
+class Usage(models.Model):
+    """A soft relation: an integer tenant column without a foreign key."""
+
+    tenant_id = models.IntegerField(db_index=True)
+    units = models.IntegerField(default=0)
+
+
+class BoxPart(models.Model):
+    """An abstract base holding the FK and a generic relation."""
+
+    box = models.ForeignKey(Box, on_delete=models.CASCADE, related_name="%(class)ss")
+    labels = GenericRelation(Label, content_type_field="kind", object_id_field="ref")
+
+    class Meta:
+        abstract = True
+
+
+class Lid(BoxPart):
+    color = models.CharField(max_length=20)
+
+
+class Hinge(BoxPart):
+    size = models.IntegerField(default=1)
+
+
+class VisibleManager(models.Manager):
+    def get_queryset(self):
+        return super().get_queryset().filter(hidden=False)
+
+
+class Slip(models.Model):
+    """Rows hidden by a filtering default manager."""
+
+    box = models.ForeignKey(Box, on_delete=models.CASCADE, related_name="slips")
+    hidden = models.BooleanField(default=False)
+    objects = VisibleManager()
+
+
+class Sku(models.Model):
+    code = models.CharField(max_length=12, primary_key=True)
+
+
+class Crate(models.Model):
+    """A UUID pk, and an FK to a unique non-pk column (to_field)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4)
+    box = models.ForeignKey(Box, to_field="code", on_delete=models.CASCADE, related_name="crates")
+
+
+class Bottle(models.Model):
+    """An FK to a UUID pk and an FK to a char pk."""
+
+    crate = models.ForeignKey(Crate, on_delete=models.CASCADE, related_name="bottles")
+    sku = models.ForeignKey(Sku, on_delete=models.PROTECT, related_name="bottles")
+
+
+class Slot(models.Model):
+    """A composite pk, with a SET_NULL pointer."""
+
+    pk = models.CompositePrimaryKey("box_id", "n")
+    box = models.ForeignKey(Box, on_delete=models.CASCADE, related_name="slots")
+    n = models.PositiveIntegerField()
+    sku = models.ForeignKey(Sku, null=True, blank=True, on_delete=models.SET_NULL, related_name="slots")
+
+
+class Locker(models.Model):
+    """An FK to the swappable user model."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="lockers")
+    box = models.ForeignKey(Box, null=True, blank=True, on_delete=models.SET_NULL, related_name="lockers")
+
+
+class Specimen(models.Model):
+    """Every built-in field type, for the records' exact round trip."""
+
+    box = models.ForeignKey(Box, null=True, blank=True, on_delete=models.CASCADE, related_name="specimens")
+    dec = models.DecimalField(max_digits=15, decimal_places=6, null=True)
+    at = models.DateTimeField(null=True)
+    day = models.DateField(null=True)
+    clock = models.TimeField(null=True)
+    span = models.DurationField(null=True)
+    doc = models.JSONField(null=True)
+    strict_doc = models.JSONField(default=dict)
+    blob = models.BinaryField(null=True)
+    uid = models.UUIDField(null=True)
+    big = models.BigIntegerField(null=True)
+    pbig = models.PositiveBigIntegerField(null=True)
+    small = models.SmallIntegerField(null=True)
+    flag = models.BooleanField(null=True)
+    ratio = models.FloatField(null=True)
+    text = models.TextField(blank=True)
+    ip = models.GenericIPAddressField(null=True)
+    email = models.EmailField(blank=True)
+    url = models.URLField(blank=True)
+    file = models.FileField(upload_to="specimens/", blank=True)

@@ -1,0 +1,266 @@
+"""Edges of the walk: one relation between two concrete models, followed both ways.
+
+An Edge knows how to go *forward* (the rows a chunk of source rows reaches:
+one query per chunk) and *backward* (the source rows that reach one target
+row: what `Plan.explain` needs). Edges are small, frozen and hashable, so a
+Plan keeps only the set of edges per model, never per row.
+
+Kinds (source -> target):
+
+* "parent":  a multi-table child -> its parent row (the parent link)
+* "reverse": a row -> the rows whose FK points at it (reverse FK / O2O)
+* "generic": a row -> the rows of a GenericRelation on its model
+* "forward": a row -> the row its FK / O2O points at
+* "gfk":     a row -> the row its GenericForeignKey points at
+* "m2m":     a row -> the rows on the far side of a many-to-many field
+* "soft":    a row -> the rows whose plain column (an integer tenant id, a
+             content type + text object pk pair) holds its pk
+"""
+from dataclasses import dataclass
+from dataclasses import field as dc_field
+
+from django.contrib.contenttypes.models import ContentType
+
+from . import relations
+
+
+@dataclass(frozen=True)
+class Edge:
+    kind: str
+    source: str  # label of the rows the walk comes from
+    target: str  # label of the rows it reaches
+    name: str  # the relation as written in errors and explanations: "demoapp.Project.org"
+    field: object = dc_field(default=None, compare=False, hash=False, repr=False)
+    ct_field: object = dc_field(default=None, compare=False, hash=False, repr=False)  # generic pairs
+
+    def __str__(self):
+        return self.name
+
+
+def _prep(column, pk):
+    """Return `pk` as the value the column stores (a text object id holds "5" for 5)."""
+    if isinstance(pk, tuple):
+        return pk
+    try:
+        return column.to_python(pk)
+    except Exception:  # noqa: BLE001  (a value the column cannot hold matches nothing)
+        return None
+
+
+class Follower:
+    """Run edges against one database alias, counting queries."""
+
+    def __init__(self, using, batch_size, lock=False):
+        self.using = using
+        self.batch = batch_size
+        self.queries = 0
+        self.lock = lock  # the walk turns it on for the owned set when asked to lock
+
+    def qs(self, model):
+        """Rows of `model` as the Collector sees them (base manager).
+
+        With `lock` on, SELECT ... FOR UPDATE on the rows found (PostgreSQL,
+        MySQL/MariaDB) reads the latest committed rows and blocks inserts
+        whose foreign key points at them until the transaction ends, so the
+        owned set cannot grow behind the erase guard. SQLite ignores it (its
+        writer lock already serialises the erase).
+        """
+        qs = model._base_manager.using(self.using)
+        return qs.select_for_update() if self.lock else qs
+
+    def values(self, qs, *fields):
+        self.queries += 1
+        return list(qs.values_list(*fields))
+
+    def ct(self, model, for_concrete_model=True):
+        return ContentType.objects.db_manager(self.using).get_for_model(
+            model, for_concrete_model=for_concrete_model
+        )
+
+    def chunks(self, values):
+        return chunks(values, self.batch)
+
+    # -- forward: source pks -> target pks ---------------------------------
+    def targets(self, edge, pks):
+        """Return the pks of `edge.target` rows that source rows `pks` reach."""
+        return getattr(self, f"_fwd_{edge.kind}")(edge, pks)
+
+    def _fwd_parent(self, edge, pks):
+        ptr = edge.field
+        if ptr.primary_key:
+            if self.lock:  # found without a query: lock the parent rows too
+                parent = relations.get_model(edge.target)
+                for chunk in self.chunks(pks):
+                    self.values(self.qs(parent).filter(pk__in=chunk), "pk")
+            return set(pks)
+        child = relations.get_model(edge.source)
+        found = set()
+        for chunk in self.chunks(pks):
+            found |= {v for (v,) in self.values(self.qs(child).filter(pk__in=chunk), ptr.attname)}
+        return found
+
+    def column_values(self, model, pks, column):
+        """Yield chunks of the values `column` holds for rows `pks` of `model`."""
+        if column.primary_key or column is model._meta.pk:
+            yield from self.chunks(pks)
+            return
+        for chunk in self.chunks(pks):
+            vals = [v for (v,) in self.values(self.qs(model).filter(pk__in=chunk), column.attname) if v is not None]
+            if vals:
+                yield vals
+
+    def _fwd_reverse(self, edge, pks):
+        fk = edge.field
+        source = relations.get_model(edge.source)
+        related = relations.get_model(edge.target)
+        found = set()
+        for chunk in self.column_values(source, pks, fk.target_field):
+            qs = self.qs(related).filter(**{f"{fk.attname}__in": chunk})
+            found |= {v for (v,) in self.values(qs, "pk")}
+        return found
+
+    def _fwd_soft(self, edge, pks):
+        column = edge.field
+        related = relations.get_model(edge.target)
+        filters = {}
+        if edge.ct_field is not None:
+            filters[edge.ct_field.attname] = self.ct(relations.get_model(edge.source)).pk
+        found = set()
+        for chunk in self.chunks(pks):
+            ids = [v for v in (_prep(column, pk) for pk in chunk) if v is not None]
+            if ids:
+                qs = self.qs(related).filter(**filters, **{f"{column.attname}__in": ids})
+                found |= {v for (v,) in self.values(qs, "pk")}
+        return found
+
+    def _fwd_generic(self, edge, pks):
+        grel = edge.field
+        related = relations.get_model(edge.target)
+        ct = self.ct(grel.model, for_concrete_model=grel.for_concrete_model)
+        ct_att = related._meta.get_field(grel.content_type_field_name).attname
+        fk_field = related._meta.get_field(grel.object_id_field_name)
+        found = set()
+        for chunk in self.chunks(pks):
+            ids = [v for v in (_prep(fk_field, pk) for pk in chunk) if v is not None]
+            if ids:
+                qs = self.qs(related).filter(**{ct_att: ct.pk, f"{fk_field.attname}__in": ids})
+                found |= {v for (v,) in self.values(qs, "pk")}
+        return found
+
+    def _fwd_forward(self, edge, pks):
+        f = edge.field
+        source = relations.get_model(edge.source)
+        values = set()
+        for chunk in self.chunks(pks):
+            values |= {v for (v,) in self.values(self.qs(source).filter(pk__in=chunk), f.attname) if v is not None}
+        return self.forward_pks(f, values)
+
+    def forward_pks(self, f, values):
+        """Return the pks of the rows FK `f` points at, given the values it holds."""
+        if f.target_field.primary_key:
+            return set(values)
+        target = f.related_model._meta.concrete_model
+        found = set()
+        for chunk in self.chunks(values):
+            qs = self.qs(target).filter(**{f"{f.target_field.attname}__in": chunk})
+            found |= {v for (v,) in self.values(qs, "pk")}
+        return found
+
+    def _fwd_gfk(self, edge, pks):
+        source = relations.get_model(edge.source)
+        target = relations.get_model(edge.target)
+        gfk = edge.field
+        ct_field = source._meta.get_field(gfk.ct_field)
+        fk_field = source._meta.get_field(gfk.fk_field)
+        ids = set()
+        for chunk in self.chunks(pks):
+            qs = self.qs(source).filter(pk__in=chunk, **{ct_field.attname: self.ct(target).pk})
+            ids |= {v for (v,) in self.values(qs, fk_field.attname) if v is not None}
+        return self.existing(target, ids)
+
+    def existing(self, target, object_ids):
+        """Return the pks of `target` rows among generic object ids (stale ids drop out)."""
+        pk_field = target._meta.pk
+        wanted = set()
+        for v in object_ids:
+            try:
+                wanted.add(pk_field.to_python(v))
+            except Exception:  # noqa: BLE001, S112  (an id that cannot be a pk points at nothing)
+                continue
+        found = set()
+        for chunk in self.chunks(wanted):
+            found |= {v for (v,) in self.values(self.qs(target).filter(pk__in=chunk), "pk")}
+        return found
+
+    def _fwd_m2m(self, edge, pks):
+        through, src_fk, tgt_fk = relations.m2m_columns(edge.field)
+        found = set()
+        for chunk in self.column_values(relations.get_model(edge.source), pks, src_fk.target_field):
+            qs = self.qs(through).filter(**{f"{src_fk.attname}__in": chunk})
+            found |= {v for (v,) in self.values(qs, tgt_fk.attname)}
+        return self.forward_pks(tgt_fk, found)
+
+    # -- backward: one target pk -> source pks (Plan.explain) -----------------
+    def sources(self, edge, pk):
+        """Return the pks of `edge.source` rows that reach target row `pk` through `edge`."""
+        return getattr(self, f"_back_{edge.kind}")(edge, pk)
+
+    def _one(self, model, pk, attname):
+        rows = self.values(self.qs(model).filter(pk=pk), attname)
+        return rows[0][0] if rows else None
+
+    def _rows_with(self, model, **filters):
+        return {v for (v,) in self.values(self.qs(model).filter(**filters), "pk")}
+
+    def _back_parent(self, edge, pk):
+        return self._rows_with(relations.get_model(edge.source), **{edge.field.attname: pk})
+
+    def _back_reverse(self, edge, pk):
+        fk = edge.field
+        value = self._one(relations.get_model(edge.target), pk, fk.attname)
+        if value is None:
+            return set()
+        return self._rows_with(relations.get_model(edge.source), **{fk.target_field.attname: value})
+
+    def _back_soft(self, edge, pk):
+        value = self._one(relations.get_model(edge.target), pk, edge.field.attname)
+        return self.existing(relations.get_model(edge.source), [value]) if value is not None else set()
+
+    def _back_generic(self, edge, pk):
+        grel = edge.field
+        related = relations.get_model(edge.target)
+        value = self._one(related, pk, related._meta.get_field(grel.object_id_field_name).attname)
+        return self.existing(relations.get_model(edge.source), [value]) if value is not None else set()
+
+    def _back_forward(self, edge, pk):
+        f = edge.field
+        value = pk if f.target_field.primary_key else self._one(relations.get_model(edge.target), pk, f.target_field.attname)
+        return self._rows_with(relations.get_model(edge.source), **{f.attname: value})
+
+    def _back_gfk(self, edge, pk):
+        source = relations.get_model(edge.source)
+        gfk = edge.field
+        ct_att = source._meta.get_field(gfk.ct_field).attname
+        fk_field = source._meta.get_field(gfk.fk_field)
+        return self._rows_with(source, **{ct_att: self.ct(relations.get_model(edge.target)).pk,
+                                          fk_field.attname: _prep(fk_field, pk)})
+
+    def _back_m2m(self, edge, pk):
+        through, src_fk, tgt_fk = relations.m2m_columns(edge.field)
+        value = pk if tgt_fk.target_field.primary_key else self._one(
+            relations.get_model(edge.target), pk, tgt_fk.target_field.attname)
+        src_values = {v for (v,) in self.values(self.qs(through).filter(**{tgt_fk.attname: value}), src_fk.attname)}
+        source = relations.get_model(edge.source)
+        if src_fk.target_field.primary_key:
+            return src_values
+        return self._rows_with(source, **{f"{src_fk.target_field.attname}__in": list(src_values)})
+
+
+def sort_key(value):
+    return (str(type(value)), value) if value is not None else ("", "")
+
+
+def chunks(values, size):
+    values = sorted(values, key=sort_key)
+    for i in range(0, len(values), size):
+        yield values[i : i + size]
