@@ -174,6 +174,13 @@ def flip(data, index, bit=1):
     return bytes(data)
 
 
+def flip_b64(data, index):
+    """Change one base64 character of a header line into another valid one."""
+    data = bytearray(data)
+    data[index] = ord("A") if data[index] != ord("A") else ord("B")
+    return bytes(data)
+
+
 def expect(keyring, data, signature, message):
     with pytest.raises(BundleError, match=message) as info:
         read_all(bytes(data), signature, keyring)
@@ -190,14 +197,14 @@ def test_any_change_fails_the_signature_first(keyring, bundle):
 def test_bit_flip_in_stanza(keyring, bundle):
     data, signature = bundle
     body_line = data.index(b"\n", data.index(b"-> X25519")) + 1
-    tampered = flip(data, body_line + 5)
+    tampered = flip_b64(data, body_line + 5)
     expect(keyring, tampered, resign(tampered, keyring, signature=signature),
            r"recipient stanza for key epoch 1 \(age1\w+\) does not unwrap .*damaged or forged")
 
 
 def test_bit_flip_in_stanza_share(keyring, bundle):
     data, signature = bundle
-    tampered = flip(data, data.index(b"-> X25519 ") + 12)
+    tampered = flip_b64(data, data.index(b"-> X25519 ") + 12)
     expect(keyring, tampered, resign(tampered, keyring, signature=signature),
            r"recipient stanza for key epoch 1 \(age1\w+\) does not unwrap .*damaged or forged")
 
@@ -210,7 +217,7 @@ def test_bit_flip_in_header_version(keyring, bundle):
 
 def test_bit_flip_in_header_mac(keyring, bundle):
     data, signature = bundle
-    tampered = flip(data, data.index(b"\n--- ") + 6)
+    tampered = flip_b64(data, data.index(b"\n--- ") + 6)
     expect(keyring, tampered, resign(tampered, keyring, signature=signature), "age header MAC does not verify")
 
 
@@ -491,3 +498,38 @@ def test_memory_stays_bounded(keyring):
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert sink.size > 4_000_000 and peak < 1_500_000
+
+
+def test_open_memory_stays_bounded(keyring, tmp_path):
+    """Opening holds one chunk and one line at a time, not the bundle: ~8 MB read with a small peak."""
+    import tracemalloc
+
+    def records():
+        for i in range(2000):
+            yield {"model": "a.B", "pk": i, "blob": random.Random(i).randbytes(2000).hex()}
+
+    path = tmp_path / "big.age"
+    with open(path, "wb") as out:
+        signature, _ = seal(out, METADATA, records(), keyring)
+    assert path.stat().st_size > 4_000_000
+    tracemalloc.start()
+    with OpenedBundle("big.age", lambda: open(path, "rb"), parse_signature("big.age", signature), keyring) as bundle:
+        count = sum(1 for _ in bundle.records())
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert count == 2000 and peak < 2_500_000
+
+
+def test_depth_check_ignores_brackets_inside_strings(keyring):
+    record = {"model": "a.B", "text": "[" * 500 + "{" * 500, "ok": [[[1]]]}
+    body = lines(PREAMBLE, record)
+    data, signature = forge(keyring, body + lines(manifest_for(body, {"a.B": 1})))
+    assert read_all(data, signature, keyring)[1] == [record]
+
+
+def test_limit_number_length(keyring):
+    body = lines(PREAMBLE) + b'{"model":"a.B","x":' + b"9" * 1001 + b"}\n"
+    forged(keyring, body)("line 2: a number is longer than the limit of 1000 characters")
+    body = lines(PREAMBLE, {"model": "a.B", "x": int("9" * 1000), "digits": "9" * 5000})
+    data, signature = forge(keyring, body + lines(manifest_for(body, {"a.B": 1})))
+    assert read_all(data, signature, keyring)[1][0]["x"] == int("9" * 1000)  # at the limit, and digits in a string

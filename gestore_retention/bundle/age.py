@@ -144,6 +144,12 @@ class _Source:
 
     def read(self, n):
         """Return up to n bytes; fewer only at end of file."""
+        if not self._buf:  # the common case while streaming chunks: no copy through the buffer
+            data = self._raw.read(n)
+            if len(data) == n or not data:
+                self.position += len(data)
+                return data
+            self._buf += data
         self._fill(n)
         out = bytes(self._buf[:n])
         del self._buf[:n]
