@@ -10,12 +10,13 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from django.db import connections, transaction
-from django.db.models import ProtectedError, RestrictedError
+from django.db.models import ProtectedError, RestrictedError, signals
 from django.db.models.deletion import Collector
 
+from . import conf
 from .errors import EraseRefused, ErasureBlocked
 from .graph import relations
-from .graph.walk import walk
+from .graph.walk import _chunks, walk
 from .records import owned_digest
 
 
@@ -147,19 +148,76 @@ def erase(plan, *, expected_digest=None, precheck=None, on_erased=None):
             raise EraseRefused(
                 "rows changed since the bundle was made (digest differs); nothing deleted, export again"
             )
-        collector = collect(fresh)
-        check_collector(fresh, collector)
-        _, changed = collected_keys(collector)
-        _total, per_model = collector.delete()
-        result = EraseResult(
-            subjects=plan.subjects,
-            deleted=_by_label(per_model),
-            updated={k: len(v) for k, v in changed.items()},
-            digest=digest,
-        )
+        deleted, updated = delete_plan(fresh)
+        result = EraseResult(subjects=plan.subjects, deleted=deleted, updated=updated, digest=digest)
         if on_erased is not None:
             on_erased(result)
     return result
+
+
+def _has_delete_receivers(model):
+    return signals.pre_delete.has_listeners(model) or signals.post_delete.has_listeners(model)
+
+
+def _non_null_cycle(models_):
+    """True when a non-nullable FK points at a model deleted no later (e.g. itself)."""
+    order = list(reversed(relations.insert_order(models_)))
+    position = {m: i for i, m in enumerate(order)}
+    for model in order:
+        for f in relations.forward_fks(model):
+            target = f.related_model._meta.concrete_model
+            if target in position and position[target] <= position[model] and not f.null and not f.primary_key:
+                return True
+    return False
+
+
+def delete_plan(plan, batch_size=None):
+    """Delete exactly `plan`'s owned rows and apply its updates; return counts.
+
+    Call inside the transaction whose locked walk produced `plan`. When no
+    owned model has pre/post_delete receivers this feeds Django's Collector
+    from the plan instead of letting it gather again: first the updates
+    (each relation's own on_delete handler computes SET_NULL / SET_DEFAULT /
+    SET(...)), then one DELETE per model and chunk, children before parents,
+    so per-statement FK checks (MySQL/MariaDB) pass. With receivers, Django
+    gathers the instances itself (signals are sent) and must agree with the
+    plan. Return ({label: rows deleted}, {label: rows changed}).
+    """
+    batch = batch_size or conf.get("BATCH_SIZE")
+    models_ = [relations.get_model(lb) for lb in plan.owned]
+    if any(_has_delete_receivers(m) for m in models_) or _non_null_cycle(models_):
+        collector = collect(plan)
+        check_collector(plan, collector)
+        _, changed = collected_keys(collector)
+        _total, per_model = collector.delete()
+        return _by_label(per_model), {k: len(v) for k, v in changed.items()}
+    updates = Collector(using=plan.using, origin=None)
+    updated = defaultdict(int)
+    for model_label, per_field in plan.updates.items():
+        model = relations.get_model(model_label)
+        for fname, pks in per_field.items():
+            field = model._meta.get_field(fname)
+            for chunk in _chunks(pks, batch):
+                field.remote_field.on_delete(updates, field, model._base_manager.using(plan.using).filter(pk__in=chunk), plan.using)
+            updated[model_label] += len(pks)
+    updates.delete()  # no rows to delete: this runs the field updates only
+    order = list(reversed(relations.insert_order(models_)))  # children before parents
+    position = {m: i for i, m in enumerate(order)}
+    for model in order:
+        # An FK to a row deleted no later than its own row (a self-reference,
+        # a nullable cycle) would fail a per-statement check: clear it first.
+        for f in relations.forward_fks(model):
+            target = f.related_model._meta.concrete_model
+            if target in position and position[target] <= position[model] and not f.primary_key:
+                for chunk in _chunks(plan.owned[relations.label(model)], batch):
+                    model._base_manager.using(plan.using).filter(pk__in=chunk).exclude(
+                        **{f"{f.attname}__isnull": True}).update(**{f.attname: None})
+    deletes = Collector(using=plan.using, origin=None)
+    for model in order:
+        for chunk in _chunks(plan.owned[relations.label(model)], batch):
+            deletes.fast_deletes.append(model._base_manager.using(plan.using).filter(pk__in=chunk))
+    _total, per_model = deletes.delete()
+    return _by_label(per_model), dict(updated)
 
 
 def blocked(plan):
