@@ -109,16 +109,16 @@ def check_collector(plan, collector):
         raise EraseRefused("the delete would not match the bundle: " + "; ".join(problems))
 
 
-def lock_subjects(plan):
+def lock_subjects(subjects, using):
     """Lock the subject rows for the rest of the transaction.
 
     PostgreSQL and MySQL/MariaDB: SELECT ... FOR UPDATE. SQLite has no row
     locks; a no-op UPDATE takes the database write lock at once, so no other
     connection can write until we commit.
     """
-    connection = connections[plan.using]
-    for model_label, pk in plan.subjects:
-        qs = relations.get_model(model_label)._base_manager.using(plan.using).filter(pk=pk)
+    connection = connections[using]
+    for model_label, pk in subjects:
+        qs = relations.get_model(model_label)._base_manager.using(using).filter(pk=pk)
         if connection.vendor == "sqlite":
             pk_field = qs.model._meta.pk
             qs.update(**{pk_field.attname: pk})
@@ -130,26 +130,42 @@ def erase(plan, *, expected_digest=None, precheck=None, on_erased=None):
     """Delete `plan`'s subjects, refusing if anything differs from `plan`.
 
     Inside one transaction: lock the subjects, run `precheck()` (it raises to
-    refuse), walk again and require the same owned set, updates and (when
-    given) the same row digest, require Django's Collector to agree, delete,
-    then call `on_erased(result)` so the caller's audit event commits with the
+    refuse), walk again with row locks and require the same owned set and
+    updates as `plan` and (when given) the same row digest, delete, then call
+    `on_erased(result)` so the caller's audit event commits with the
     deletion. Raises EraseRefused and deletes nothing when any check fails.
     """
-    with transaction.atomic(using=plan.using):
-        lock_subjects(plan)
+    return _erase(plan.subjects, plan.scope, plan.using, expected=plan, expected_digest=expected_digest,
+                  precheck=precheck, on_erased=on_erased)
+
+
+def erase_subjects(subjects, *, scope, using="default", expected_digest, precheck=None, on_erased=None):
+    """Like erase(), for subjects ((label, pk), ...) guarded by a bundle's digest alone.
+
+    The digest covers every owned and update record (keys and values), so
+    it decides by itself whether the rows are still exactly the bundle's.
+    """
+    return _erase(tuple(subjects), scope, using, expected=None, expected_digest=expected_digest,
+                  precheck=precheck, on_erased=on_erased)
+
+
+def _erase(subjects, scope, using, *, expected, expected_digest, precheck, on_erased):
+    with transaction.atomic(using=using):
+        lock_subjects(subjects, using)
         if precheck is not None:
             precheck()
-        fresh = walk(plan.subjects, scope=plan.scope, using=plan.using, lock=True)
+        fresh = walk(subjects, scope=scope, using=using, lock=True)
         if fresh.blockers:
             raise blocked(fresh)
-        _require_same(plan, fresh)
+        if expected is not None:
+            _require_same(expected, fresh)
         digest = owned_digest(fresh)
         if expected_digest is not None and digest != expected_digest:
             raise EraseRefused(
-                "rows changed since the bundle was made (digest differs); nothing deleted, export again"
+                "rows changed or arrived since the bundle was made (digest differs); nothing deleted, export again"
             )
         deleted, updated = delete_plan(fresh)
-        result = EraseResult(subjects=plan.subjects, deleted=deleted, updated=updated, digest=digest)
+        result = EraseResult(subjects=subjects, deleted=deleted, updated=updated, digest=digest)
         if on_erased is not None:
             on_erased(result)
     return result

@@ -15,9 +15,9 @@ from django.utils import timezone
 
 from . import audit, conf
 from .bundle import KeyRing, read_bundle, write_bundle
-from .erase import blocked, erase
+from .erase import blocked, erase_subjects
 from .errors import EraseRefused
-from .graph.walk import walk
+from .graph.walk import Scope, walk
 from .models import Bundle
 from .records import Export, schema
 from .verify import verify_restores
@@ -134,7 +134,7 @@ def erase_subject(bundle, *, scope=None, precheck=None, on_erased=None, now=None
     if bundle.verified_at is None:
         raise EraseRefused(f"bundle {bundle.id} is not verified; refusing to erase")
     now = now or timezone.now()
-    plan = walk([(bundle.subject_label, _pk(bundle))], scope=scope, using=using)
+    subjects = [(bundle.subject_label, _pk(bundle))]
 
     def record(result):
         audit.append(
@@ -145,7 +145,8 @@ def erase_subject(bundle, *, scope=None, precheck=None, on_erased=None, now=None
         if on_erased is not None:
             on_erased(result)
 
-    return erase(plan, expected_digest=bundle.owned_digest, precheck=precheck, on_erased=record)
+    return erase_subjects(subjects, scope=scope or Scope(), using=using, expected_digest=bundle.owned_digest,
+                          precheck=precheck, on_erased=record)
 
 
 def _pk(bundle):
