@@ -37,6 +37,9 @@ probe() { "$PY" scripts/dbprobe.py --timeout 3 "$1"; }
 
 declare -a ran=() skipped=() failed=() unavailable=() results=()
 
+# --- stock age and minisign, for the interop tests -------------------------
+bash scripts/install-interop-tools.sh
+
 # --- Redis, for the tests that need a real Celery worker -------------------
 broker=$CELERY_TEST_BROKER
 if why=$(probe "$broker"); then
