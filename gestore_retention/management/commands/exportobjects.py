@@ -31,9 +31,21 @@ class Command(RetentionCommand):
                             help="Write the bundle to PATH (and its signature to PATH.minisig) instead of the storage.")
         parser.add_argument("--plan", action="store_true",
                             help="Print rows per model and role without exporting anything.")
+        parser.add_argument("--explain", action="append", default=[], metavar="OBJECT",
+                            help="Print the path of relations from the subject that brings OBJECT "
+                                 "(<app_label>.<Model>.<pk>) into the export, and its role; exports nothing. "
+                                 "Repeat for several rows.")
 
     def handle(self, *args, **opts):
+        explain = self.objects(opts["explain"])  # a malformed spec fails before any walk
         plan = walk(self.objects(opts["objects"]), using=opts["database"])
+        if explain:
+            for model, pk in explain:
+                why = plan.explain(model, pk)
+                self.stdout.write(f"{why.model} {why.pk!r}: {why.role}")
+                for step in why.steps:
+                    self.stdout.write(f"  {step}")
+            return
         if opts["plan"]:
             self.plan_table(plan.counts())
             for blocker in plan.blockers:
