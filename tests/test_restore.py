@@ -1,4 +1,6 @@
 """Export, erase and restore: every table comes back exactly."""
+import json
+
 import pytest
 
 from demoapp import models as m
@@ -19,6 +21,19 @@ SCOPE = Scope.of(boundaries=["demoapp.Organisation"])
 def export(plan):
     exp = Export(plan)
     return list(exp.records()), exp.digest
+
+
+def export_roots(*objs, using="default", scope=None):
+    """Export roots `objs` (and their graph) from `using`; return (records, digest, plan)."""
+    plan = walk(list(objs), scope=scope or Scope(), using=using)
+    records, digest = export(plan)
+    # Through JSON, as in a bundle: tuples become lists, and nothing else may change.
+    return json.loads(json.dumps(records)), digest, plan
+
+
+def rows(model, using, *fields):
+    """Return the rows of `model` in `using` as sorted tuples of `fields`."""
+    return sorted(model._base_manager.using(using).values_list(*fields))
 
 
 def test_erase_then_restore_leaves_every_table_identical(settings, tmp_path):

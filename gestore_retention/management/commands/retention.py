@@ -7,8 +7,10 @@ from ... import audit, conf, sweep
 from ...bundle import destroy_epoch, generate_keys, next_epoch, revoke_signing_key
 from ...models import Bundle, Job, Run
 from ...recovery import restore_bundle
+from ...restore import MODES
 from ...policy import get_policy, load_policies
 from ..base import RetentionCommand
+from .importobjects import PROGRESS_FROM, add_safety_arguments, write_result
 
 SUBCOMMANDS = {
     "run": "Run a policy (or all): select subjects, export, verify, erase. In-process, no broker.",
@@ -50,8 +52,12 @@ class Command(RetentionCommand):
         restore = sub.add_parser("restore", help=SUBCOMMANDS["restore"], description=SUBCOMMANDS["restore"])
         restore.add_argument("bundle", metavar="BUNDLE", help="Bundle file path or bundle id.")
         restore.add_argument("--dry-run", action="store_true", help="Restore, report, then roll back.")
-        restore.add_argument("--mode", choices=["fail", "override"], default="fail",
-                             help="What to do when rows exist: fail (default, change nothing) or override.")
+        restore.add_argument("--mode", choices=MODES, default="fail",
+                             help="What to do when owned rows exist: fail (default: report every conflict, "
+                                  "change nothing), skip-identical (leave identical rows alone), override "
+                                  "(overwrite them), remap (restore under new keys, rewriting every "
+                                  "reference). A unique value taken by another row fails in every mode.")
+        add_safety_arguments(restore)
         sub.add_parser("status", help=SUBCOMMANDS["status"], description=SUBCOMMANDS["status"])
         sub.add_parser("audit-verify", help=SUBCOMMANDS["audit-verify"], description=SUBCOMMANDS["audit-verify"])
         sub.add_parser("policies", help=SUBCOMMANDS["policies"], description=SUBCOMMANDS["policies"])
@@ -115,15 +121,12 @@ class Command(RetentionCommand):
             self.stdout.write(f"  {key}: {value}")
 
     def do_restore(self, opts):
-        result, metadata = restore_bundle(opts["bundle"], using=opts["database"], dry_run=opts["dry_run"],
-                                          mode=opts["mode"])
-        labels = sorted(set(result.inserted) | set(result.references_created) | set(result.updates_applied))
-        self.table([[lb, result.inserted.get(lb, ""), result.references_created.get(lb, ""),
-                     result.updates_applied.get(lb, "")] for lb in labels],
-                   ["model", "restored", "references created", "columns put back"])
-        verb = "would restore" if opts["dry_run"] else "restored"
-        self.stdout.write(f"{verb} {metadata.get('subject')} from bundle {metadata.get('bundle_id')}: "
-                          f"{result.total} rows")
+        result, metadata = restore_bundle(
+            opts["bundle"], using=opts["database"], dry_run=opts["dry_run"], mode=opts["mode"],
+            allow_erased=opts["allow_erased"], allow_additive=opts["allow_schema_additions"],
+            progress=lambda done, total: total and total >= PROGRESS_FROM and self.progress(done, total, "records"),
+        )
+        write_result(self, result, metadata, dry_run=opts["dry_run"])
 
     def do_status(self, opts):
         using = opts["database"]
