@@ -2,11 +2,14 @@
 #
 #   make demo   build the virtualenv, then run the end-to-end demo on SQLite (var/)
 #   make test   run the test suite on SQLite, PostgreSQL and MariaDB (those that answer)
+#   make test-scale  the failure cases at their full sizes (BR-25: 200k and 400k rows; minutes)
+#   make bench  run the benchmarks (python -m benchmarks) and rewrite docs/benchmarks.md
 #   make venv   create .venv and install the project with its extras
 #   make clean  remove var/, caches and build files (keeps .venv); distclean also removes .venv
 #
 # Overrides (environment or make variables): PYTHON, DBS, PG_URL, MYSQL_URL,
 # CELERY_TEST_BROKER, PYTEST_ARGS, TEST_TIMEOUT; see scripts/testmatrix.sh.
+# BENCH_ARGS is passed to `python -m benchmarks` (e.g. "--only erase --sizes 10000").
 
 PYTHON ?= python3
 VENV   := .venv
@@ -16,10 +19,10 @@ EXTRAS := test,postgres,mysql,redis
 # Make variables given on the command line reach the scripts.
 export DBS PG_URL MYSQL_URL CELERY_TEST_BROKER PYTEST_ARGS TEST_TIMEOUT
 
-.PHONY: venv test demo clean distclean help
+.PHONY: venv test test-scale bench demo clean distclean help
 
 help:
-	@sed -n '3,9p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,12p' Makefile | sed 's/^# \{0,1\}//'
 
 venv: $(VENV)/.installed
 
@@ -35,6 +38,13 @@ $(VENV)/.installed: pyproject.toml
 
 test: venv
 	@PY=$(PY) bash scripts/testmatrix.sh
+
+test-scale: venv
+	@PY=$(PY) GESTORE_BR25_N=200000 TEST_TIMEOUT=$${TEST_TIMEOUT:-3600} \
+		PYTEST_ARGS="tests/test_case_br25.py $(PYTEST_ARGS)" bash scripts/testmatrix.sh
+
+bench: venv
+	$(PY) -m benchmarks $(BENCH_ARGS)
 
 demo: venv
 	@PY=$(PY) bash scripts/demo.sh

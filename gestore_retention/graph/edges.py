@@ -22,6 +22,7 @@ from dataclasses import field as dc_field
 from django.contrib.contenttypes.models import ContentType
 
 from . import relations
+from .keys import EMPTY, KeySet, KeySetBuilder, sort_key
 
 
 @dataclass(frozen=True)
@@ -69,8 +70,37 @@ class Follower:
         return qs.select_for_update() if self.lock else qs
 
     def values(self, qs, *fields):
-        self.queries += 1
-        return list(qs.values_list(*fields))
+        """Yield the rows of `qs.values_list(*fields)`, one page at a time.
+
+        Pages are keyset-paginated on the primary key, so a query with no
+        bound on its result (the children of a chunk of parents) holds one
+        page in memory, on every backend (PyMySQL buffers a whole result).
+        A page holds one row more than a chunk of keys, so a query filtered
+        by a chunk of pks takes one page. Each page counts as one query.
+        """
+        page = self.batch + 1
+        if getattr(qs.model._meta.pk, "fields", None):  # a composite pk: one query, no pages
+            self.queries += 1
+            yield from qs.values_list(*fields)
+            return
+        qs = qs.order_by("pk")
+        last = None
+        while True:
+            self.queries += 1
+            rows = list((qs if last is None else qs.filter(pk__gt=last)).values_list("pk", *fields)[:page])
+            for row in rows:
+                yield row[1:]
+            if len(rows) < page:
+                return
+            last = rows[-1][0]
+
+    def keys(self, qs, field="pk"):
+        """Return the KeySet of the non-null values of one column over `qs`."""
+        builder = KeySetBuilder()
+        for (v,) in self.values(qs, field):
+            if v is not None:
+                builder.add(v)
+        return builder.build()
 
     def ct(self, model, for_concrete_model=True):
         return ContentType.objects.db_manager(self.using).get_for_model(
@@ -91,13 +121,10 @@ class Follower:
             if self.lock:  # found without a query: lock the parent rows too
                 parent = relations.get_model(edge.target)
                 for chunk in self.chunks(pks):
-                    self.values(self.qs(parent).filter(pk__in=chunk), "pk")
-            return set(pks)
+                    self.keys(self.qs(parent).filter(pk__in=chunk))
+            return KeySet.of(pks)
         child = relations.get_model(edge.source)
-        found = set()
-        for chunk in self.chunks(pks):
-            found |= {v for (v,) in self.values(self.qs(child).filter(pk__in=chunk), ptr.attname)}
-        return found
+        return _union(self.keys(self.qs(child).filter(pk__in=chunk), ptr.attname) for chunk in self.chunks(pks))
 
     def column_values(self, model, pks, column):
         """Yield chunks of the values `column` holds for rows `pks` of `model`."""
@@ -105,7 +132,7 @@ class Follower:
             yield from self.chunks(pks)
             return
         for chunk in self.chunks(pks):
-            vals = [v for (v,) in self.values(self.qs(model).filter(pk__in=chunk), column.attname) if v is not None]
+            vals = list(self.keys(self.qs(model).filter(pk__in=chunk), column.attname))
             if vals:
                 yield vals
 
@@ -113,11 +140,8 @@ class Follower:
         fk = edge.field
         source = relations.get_model(edge.source)
         related = relations.get_model(edge.target)
-        found = set()
-        for chunk in self.column_values(source, pks, fk.target_field):
-            qs = self.qs(related).filter(**{f"{fk.attname}__in": chunk})
-            found |= {v for (v,) in self.values(qs, "pk")}
-        return found
+        return _union(self.keys(self.qs(related).filter(**{f"{fk.attname}__in": chunk}))
+                      for chunk in self.column_values(source, pks, fk.target_field))
 
     def _fwd_soft(self, edge, pks):
         column = edge.field
@@ -125,13 +149,12 @@ class Follower:
         filters = {}
         if edge.ct_field is not None:
             filters[edge.ct_field.attname] = self.ct(relations.get_model(edge.source)).pk
-        found = set()
+        found = []
         for chunk in self.chunks(pks):
             ids = [v for v in (_prep(column, pk) for pk in chunk) if v is not None]
             if ids:
-                qs = self.qs(related).filter(**filters, **{f"{column.attname}__in": ids})
-                found |= {v for (v,) in self.values(qs, "pk")}
-        return found
+                found.append(self.keys(self.qs(related).filter(**filters, **{f"{column.attname}__in": ids})))
+        return _union(found)
 
     def _fwd_generic(self, edge, pks):
         grel = edge.field
@@ -139,32 +162,26 @@ class Follower:
         ct = self.ct(grel.model, for_concrete_model=grel.for_concrete_model)
         ct_att = related._meta.get_field(grel.content_type_field_name).attname
         fk_field = related._meta.get_field(grel.object_id_field_name)
-        found = set()
+        found = []
         for chunk in self.chunks(pks):
             ids = [v for v in (_prep(fk_field, pk) for pk in chunk) if v is not None]
             if ids:
-                qs = self.qs(related).filter(**{ct_att: ct.pk, f"{fk_field.attname}__in": ids})
-                found |= {v for (v,) in self.values(qs, "pk")}
-        return found
+                found.append(self.keys(self.qs(related).filter(**{ct_att: ct.pk, f"{fk_field.attname}__in": ids})))
+        return _union(found)
 
     def _fwd_forward(self, edge, pks):
         f = edge.field
         source = relations.get_model(edge.source)
-        values = set()
-        for chunk in self.chunks(pks):
-            values |= {v for (v,) in self.values(self.qs(source).filter(pk__in=chunk), f.attname) if v is not None}
+        values = _union(self.keys(self.qs(source).filter(pk__in=chunk), f.attname) for chunk in self.chunks(pks))
         return self.forward_pks(f, values)
 
     def forward_pks(self, f, values):
         """Return the pks of the rows FK `f` points at, given the values it holds."""
         if f.target_field.primary_key:
-            return set(values)
+            return KeySet.of(values)
         target = f.related_model._meta.concrete_model
-        found = set()
-        for chunk in self.chunks(values):
-            qs = self.qs(target).filter(**{f"{f.target_field.attname}__in": chunk})
-            found |= {v for (v,) in self.values(qs, "pk")}
-        return found
+        return _union(self.keys(self.qs(target).filter(**{f"{f.target_field.attname}__in": chunk}))
+                      for chunk in self.chunks(values))
 
     def _fwd_gfk(self, edge, pks):
         source = relations.get_model(edge.source)
@@ -172,32 +189,25 @@ class Follower:
         gfk = edge.field
         ct_field = source._meta.get_field(gfk.ct_field)
         fk_field = source._meta.get_field(gfk.fk_field)
-        ids = set()
-        for chunk in self.chunks(pks):
-            qs = self.qs(source).filter(pk__in=chunk, **{ct_field.attname: self.ct(target).pk})
-            ids |= {v for (v,) in self.values(qs, fk_field.attname) if v is not None}
+        ids = _union(self.keys(self.qs(source).filter(pk__in=chunk, **{ct_field.attname: self.ct(target).pk}),
+                               fk_field.attname) for chunk in self.chunks(pks))
         return self.existing(target, ids)
 
     def existing(self, target, object_ids):
         """Return the pks of `target` rows among generic object ids (stale ids drop out)."""
         pk_field = target._meta.pk
-        wanted = set()
+        wanted = KeySetBuilder()
         for v in object_ids:
             try:
                 wanted.add(pk_field.to_python(v))
             except Exception:  # noqa: BLE001, S112  (an id that cannot be a pk points at nothing)
                 continue
-        found = set()
-        for chunk in self.chunks(wanted):
-            found |= {v for (v,) in self.values(self.qs(target).filter(pk__in=chunk), "pk")}
-        return found
+        return _union(self.keys(self.qs(target).filter(pk__in=chunk)) for chunk in self.chunks(wanted.build()))
 
     def _fwd_m2m(self, edge, pks):
         through, src_fk, tgt_fk = relations.m2m_columns(edge.field)
-        found = set()
-        for chunk in self.column_values(relations.get_model(edge.source), pks, src_fk.target_field):
-            qs = self.qs(through).filter(**{f"{src_fk.attname}__in": chunk})
-            found |= {v for (v,) in self.values(qs, tgt_fk.attname)}
+        found = _union(self.keys(self.qs(through).filter(**{f"{src_fk.attname}__in": chunk}), tgt_fk.attname)
+                       for chunk in self.column_values(relations.get_model(edge.source), pks, src_fk.target_field))
         return self.forward_pks(tgt_fk, found)
 
     # -- backward: one target pk -> source pks (Plan.explain) -----------------
@@ -206,11 +216,11 @@ class Follower:
         return getattr(self, f"_back_{edge.kind}")(edge, pk)
 
     def _one(self, model, pk, attname):
-        rows = self.values(self.qs(model).filter(pk=pk), attname)
-        return rows[0][0] if rows else None
+        row = next(iter(self.values(self.qs(model).filter(pk=pk), attname)), None)
+        return row[0] if row else None
 
     def _rows_with(self, model, **filters):
-        return {v for (v,) in self.values(self.qs(model).filter(**filters), "pk")}
+        return self.keys(self.qs(model).filter(**filters))
 
     def _back_parent(self, edge, pk):
         return self._rows_with(relations.get_model(edge.source), **{edge.field.attname: pk})
@@ -219,18 +229,18 @@ class Follower:
         fk = edge.field
         value = self._one(relations.get_model(edge.target), pk, fk.attname)
         if value is None:
-            return set()
+            return EMPTY
         return self._rows_with(relations.get_model(edge.source), **{fk.target_field.attname: value})
 
     def _back_soft(self, edge, pk):
         value = self._one(relations.get_model(edge.target), pk, edge.field.attname)
-        return self.existing(relations.get_model(edge.source), [value]) if value is not None else set()
+        return self.existing(relations.get_model(edge.source), [value]) if value is not None else EMPTY
 
     def _back_generic(self, edge, pk):
         grel = edge.field
         related = relations.get_model(edge.target)
         value = self._one(related, pk, related._meta.get_field(grel.object_id_field_name).attname)
-        return self.existing(relations.get_model(edge.source), [value]) if value is not None else set()
+        return self.existing(relations.get_model(edge.source), [value]) if value is not None else EMPTY
 
     def _back_forward(self, edge, pk):
         f = edge.field
@@ -249,18 +259,26 @@ class Follower:
         through, src_fk, tgt_fk = relations.m2m_columns(edge.field)
         value = pk if tgt_fk.target_field.primary_key else self._one(
             relations.get_model(edge.target), pk, tgt_fk.target_field.attname)
-        src_values = {v for (v,) in self.values(self.qs(through).filter(**{tgt_fk.attname: value}), src_fk.attname)}
+        src_values = self.keys(self.qs(through).filter(**{tgt_fk.attname: value}), src_fk.attname)
         source = relations.get_model(edge.source)
         if src_fk.target_field.primary_key:
             return src_values
         return self._rows_with(source, **{f"{src_fk.target_field.attname}__in": list(src_values)})
 
 
-def sort_key(value):
-    return (str(type(value)), value) if value is not None else ("", "")
-
-
 def chunks(values, size):
+    """Yield lists of at most `size` of `values`, in key order (a KeySet is not copied)."""
+    if isinstance(values, KeySet):
+        yield from values.chunks(size)
+        return
     values = sorted(values, key=sort_key)
     for i in range(0, len(values), size):
         yield values[i : i + size]
+
+
+def _union(keysets):
+    """Return the union of KeySets (built once, not pairwise)."""
+    builder = KeySetBuilder()
+    for ks in keysets:
+        builder.update(ks)
+    return builder.build()

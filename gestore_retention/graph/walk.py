@@ -31,6 +31,7 @@ from .. import conf
 from ..errors import ObjectSpecError
 from . import relations
 from .edges import Edge, Follower, chunks, sort_key
+from .keys import EMPTY, KeySet, KeySetBuilder
 
 # Kept for modules that imported the private helpers.
 _chunks = chunks
@@ -212,6 +213,10 @@ def _freeze(mapping):
     return MappingProxyType({k: frozenset(v) for k, v in mapping.items() if v})
 
 
+def _freeze_keys(mapping):
+    return MappingProxyType({k: KeySet.of(v) for k, v in mapping.items() if v})
+
+
 @dataclass(frozen=True)
 class Plan:
     """The result of a walk. Containers are keyed by concrete model label."""
@@ -219,22 +224,22 @@ class Plan:
     subjects: tuple  # ((label, pk), ...)
     using: str
     scope: Scope
-    owned: MappingProxyType  # {label: frozenset(pk)}
-    updates: MappingProxyType  # {label: {field name: frozenset(pk)}}
-    references: MappingProxyType  # {label: frozenset(pk)}
-    boundary: MappingProxyType  # {label: frozenset(pk)}
+    owned: MappingProxyType  # {label: KeySet(pk)}
+    updates: MappingProxyType  # {label: {field name: KeySet(pk)}}
+    references: MappingProxyType  # {label: KeySet(pk)}
+    boundary: MappingProxyType  # {label: KeySet(pk)}
     blockers: tuple  # (Blocker, ...)
     via: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))  # {label: frozenset("Src.relation")}
     queries: int = 0
     edges: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))  # {role: {label: frozenset(Edge)}}
-    extra: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))  # {label: frozenset(pk)} rows the scope adds
+    extra: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))  # {label: KeySet(pk)} rows the scope adds
 
     def counts(self):
         """Return {"owned": {label: n}, "updates": {...}, "references": {...}}."""
         return {
             "owned": {k: len(v) for k, v in sorted(self.owned.items())},
             "updates": {
-                k: len(set().union(*v.values())) for k, v in sorted(self.updates.items())
+                k: len(EMPTY.union(*v.values())) for k, v in sorted(self.updates.items())
             },
             "references": {k: len(v) for k, v in sorted(self.references.items())},
         }
@@ -401,6 +406,10 @@ def scope_edges(scope, model_label):
     return out
 
 
+def _empty():
+    return EMPTY
+
+
 class _Walker:
     def __init__(self, using, scope, batch_size, lock=False):
         self.using = using
@@ -408,14 +417,15 @@ class _Walker:
         self.forbidden = scope.forbidden
         self.lock = lock
         self.follow = Follower(using, batch_size)
-        self.owned = defaultdict(set)  # {label: {pk}}
-        self.updates = defaultdict(lambda: defaultdict(set))  # {label: {field: {pk}}}
-        self.protected = defaultdict(set)  # {(label, field): {pk}}
-        self.restricted = defaultdict(set)  # {(label, field): {pk}}
-        self.boundary = defaultdict(set)  # {label: {pk}}
-        self.cascade_boundary = defaultdict(set)  # {label: {pk}} boundary rows a delete would remove
-        self.references = defaultdict(set)  # {label: {pk}}
-        self.extra = defaultdict(set)  # {label: {pk}} rows the scope adds (erase hands them to the Collector)
+        # Key sets are KeySets (compact for integer pks); `|=` rebinds.
+        self.owned = defaultdict(_empty)  # {label: KeySet(pk)}
+        self.updates = defaultdict(lambda: defaultdict(_empty))  # {label: {field: KeySet(pk)}}
+        self.protected = defaultdict(_empty)  # {(label, field): KeySet(pk)}
+        self.restricted = defaultdict(_empty)  # {(label, field): KeySet(pk)}
+        self.boundary = defaultdict(_empty)  # {label: KeySet(pk)}
+        self.cascade_boundary = defaultdict(_empty)  # {label: KeySet(pk)} boundary rows a delete would remove
+        self.references = defaultdict(_empty)  # {label: KeySet(pk)}
+        self.extra = defaultdict(_empty)  # {label: KeySet(pk)} rows the scope adds (erase hands them to the Collector)
         self.edges = defaultdict(lambda: defaultdict(set))  # {role: {label: {Edge}}}
         self.subject_keys = set()
 
@@ -433,20 +443,20 @@ class _Walker:
         """Drop rows of a forbidden model from `pks`; record them as keys."""
         if edge.target not in self.forbidden:
             return pks
-        outside = {pk for pk in pks if (edge.target, pk) not in self.subject_keys}
+        outside = KeySet(pk for pk in pks if (edge.target, pk) not in self.subject_keys)
         if outside:
             self.boundary[edge.target] |= outside
             self.edges["boundary"][edge.target].add(edge)
             if cascade:
                 self.cascade_boundary[edge.target] |= outside
-        return set(pks) - outside
+        return KeySet.of(pks) - outside
 
     # -- owned set: what deletion removes --------------------------------
     def walk_owned(self, roots):
-        frontier = defaultdict(set)
+        frontier = defaultdict(_empty)  # {label: KeySet(pk)}
         for model_label, pk in roots:
-            frontier[model_label].add(pk)
-        pending = defaultdict(set)  # {label: {pk}} owned rows whose scope edges are not followed yet
+            frontier[model_label] |= KeySet([pk])
+        pending = defaultdict(_empty)  # {label: KeySet(pk)} owned rows whose scope edges are not followed yet
         while frontier:
             while frontier:
                 model_label = next(iter(frontier))
@@ -490,8 +500,8 @@ class _Walker:
 
     # -- references: the forward dependency closure ----------------------
     def walk_references(self):
-        frontier = {k: set(v) for k, v in self.owned.items()}
-        seen = defaultdict(set)
+        frontier = dict(self.owned)  # {label: KeySet(pk)} (KeySets are immutable: no copy)
+        seen = defaultdict(_empty)
         while frontier:
             model_label = next(iter(frontier))
             pks = frontier.pop(model_label) - seen[model_label]
@@ -500,7 +510,7 @@ class _Walker:
             seen[model_label] |= pks
             model = relations.get_model(model_label)
             for edge, target_pks in self.forward_targets(model, pks):
-                new = {pk for pk in target_pks if pk not in self.owned.get(edge.target, ())}
+                new = KeySet.of(target_pks) - self.owned.get(edge.target, EMPTY)
                 if edge.target in self.forbidden:
                     if new:
                         self.boundary[edge.target] |= new
@@ -511,7 +521,7 @@ class _Walker:
                 new -= self.references[edge.target]
                 if new:
                     self.references[edge.target] |= new
-                    frontier.setdefault(edge.target, set()).update(new)
+                    frontier[edge.target] = frontier.get(edge.target, EMPTY) | new
 
     def forward_targets(self, model, pks):
         """Yield (Edge, pks) of rows that `pks` of `model` point to: one query per chunk for all FKs."""
@@ -522,7 +532,7 @@ class _Walker:
         columns = [f.attname for f in fks]
         for _, ct_field, fk_field in gfks:
             columns += [ct_field.attname, fk_field.attname]
-        targets = defaultdict(set)  # {field index: {value}}
+        targets = defaultdict(KeySetBuilder)  # {field index: values}
         generic = defaultdict(lambda: defaultdict(set))  # {gfk index: {content type id: {object id}}}
         for chunk in chunks(pks, self.follow.batch):
             for row in self.values(self.qs(model).filter(pk__in=chunk), *columns):
@@ -537,7 +547,7 @@ class _Walker:
         for i, values in targets.items():
             f = fks[i]
             edge = Edge("forward", model_label, relations.label(f.related_model), f"{model_label}.{f.name}", f)
-            yield edge, self.follow.forward_pks(f, values)
+            yield edge, self.follow.forward_pks(f, values.build())
         from django.contrib.contenttypes.models import ContentType
 
         for j, by_ct in generic.items():
@@ -555,7 +565,7 @@ class _Walker:
         for (model_label, fname), pks in sorted(self.protected.items()):
             result.append(Blocker("protect", model_label, fname, tuple(sorted(pks, key=sort_key))))
         for (model_label, fname), pks in sorted(self.restricted.items()):
-            left = pks - self.owned.get(model_label, set())
+            left = pks - self.owned.get(model_label, EMPTY)
             if left:
                 result.append(Blocker("restrict", model_label, fname, tuple(sorted(left, key=sort_key))))
         return tuple(result)
@@ -611,8 +621,8 @@ def walk(objects, *, scope=None, using="default", batch_size=None, lock=False):
     walker.walk_references()
     updates = {}
     for model_label, per_field in walker.updates.items():
-        owned = walker.owned.get(model_label, set())
-        kept = {f: frozenset(pks - owned) for f, pks in per_field.items() if pks - owned}
+        owned = walker.owned.get(model_label, EMPTY)
+        kept = {f: pks - owned for f, pks in per_field.items() if pks - owned}
         if kept:
             updates[model_label] = MappingProxyType(kept)
     blockers = list(walker.blockers())
@@ -630,13 +640,13 @@ def walk(objects, *, scope=None, using="default", batch_size=None, lock=False):
         subjects=roots,
         using=using,
         scope=scope,
-        owned=_freeze(walker.owned),
+        owned=_freeze_keys(walker.owned),
         updates=MappingProxyType(updates),
-        references=_freeze(walker.references),
-        boundary=_freeze(walker.boundary),
+        references=_freeze_keys(walker.references),
+        boundary=_freeze_keys(walker.boundary),
         blockers=tuple(blockers),
         via=_freeze(via),
         queries=walker.queries,
         edges=MappingProxyType(edges),
-        extra=_freeze(extra),
+        extra=_freeze_keys(extra),
     )

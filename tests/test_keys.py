@@ -1,0 +1,59 @@
+"""KeySet behaves as a frozenset of keys and stays small for runs of integers."""
+import pickle
+import uuid
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gestore_retention.graph import keys as keys_module
+from gestore_retention.graph.keys import KeySet, KeySetBuilder
+
+ints = st.integers(min_value=-50, max_value=300)
+key_lists = st.lists(st.one_of(ints, ints, st.text(max_size=2), st.tuples(st.integers(0, 3), st.integers(0, 3))),
+                     max_size=120)
+
+
+@given(key_lists, key_lists)
+def test_algebra_matches_frozenset(a, b):
+    ka, kb, fa, fb = KeySet(a), KeySet(b), frozenset(a), frozenset(b)
+    assert ka == fa and fa == ka and len(ka) == len(fa)
+    assert ka | kb == fa | fb
+    assert ka - kb == fa - fb
+    assert ka & kb == fa & fb
+    assert (ka | set(b)) == fa | fb and (set(a) - kb) == fa - fb
+    assert ka.union(b, [7]) == fa.union(fb, [7])
+    assert ka.issubset(ka | kb)
+    for k in list(fa)[:20] + [301, -51, "zz", (9, 9), None, [1]]:
+        assert (k in ka) == (k in fa if not isinstance(k, list) else False)
+    assert isinstance(ka | kb, KeySet) and isinstance(ka - set(b), KeySet)
+
+
+@given(st.lists(ints, max_size=300), st.integers(1, 7))
+def test_iterates_sorted_and_chunks(a, size):
+    ks = KeySet(a)
+    assert list(ks) == sorted(set(a))
+    chunks = list(ks.chunks(size))
+    assert [k for c in chunks for k in c] == sorted(set(a))
+    assert all(0 < len(c) <= size for c in chunks)
+
+
+def test_contiguous_keys_take_one_run(monkeypatch):
+    monkeypatch.setattr(keys_module, "FLUSH_AT", 1000)  # many flushes, segments merged
+    builder = KeySetBuilder()
+    for k in reversed(range(1, 200_001)):
+        builder.add(k)
+    ks = builder.build()
+    assert len(ks) == 200_000 and 1 in ks and 200_000 in ks and 0 not in ks and 200_001 not in ks
+    assert len(ks._starts) == 1
+    assert len(ks - KeySet(range(100, 200))) == 200_000 - 100
+
+
+def test_other_keys_and_pickle():
+    u = uuid.uuid4()
+    ks = KeySet([3, 1, 2, u, "x", (1, 2)])
+    assert u in ks and (1, 2) in ks and "x" in ks and 2 in ks and True not in KeySet([2])
+    assert pickle.loads(pickle.dumps(ks)) == ks
+    assert frozenset(ks) == {1, 2, 3, u, "x", (1, 2)}
+    assert repr(KeySet([1, 2])) == "KeySet({1, 2})" and "runs" in repr(KeySet(range(0, 40, 2)))
+    assert hash(KeySet([1, 2])) == hash(KeySet([2, 1]))
+    assert not KeySet() and KeySet() == frozenset()
