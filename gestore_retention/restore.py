@@ -35,6 +35,7 @@ from django.contrib.auth.hashers import make_password
 from django.core.files.base import ContentFile
 from django.core.management.color import no_style
 from django.db import IntegrityError, connections, models, transaction
+from django.db.models import JSONField, Value
 from django.db.models.base import ModelState
 from django.db.models.fields import AutoFieldMixin
 from django.db.models.signals import post_save, pre_save
@@ -458,10 +459,21 @@ class _Restorer:
             to_insert = self.match_references(info, to_insert)
         if not self.writing:
             return
+        self.apply_json_null(info, batch, rows)
         if to_override:
             self.override(info, to_override)
         if to_insert:
             self.insert(info, to_insert, role, remap)
+
+    def apply_json_null(self, info, batch, rows):
+        """Write JSON null, not SQL NULL, where a record lists the field in "json_null"."""
+        for record, (_, _, values, _) in zip(batch, rows):
+            for name in record.get("json_null") or ():
+                f = info.by_name.get(name)
+                if f is None or f.get_internal_type() != "JSONField" or values.get(f.attname) is not None:
+                    raise RestoreError(f"{info.label} pk {record['pk']!r}: json_null names {name!r}, "
+                                       "which is not a JSON field holding null")
+                values[f.attname] = Value(None, JSONField())
 
     def remappable(self, info):
         return info.auto_pk or info.pk.is_relation or info.composite or info.pk.has_default()

@@ -124,19 +124,18 @@ def test_one_bad_spec_among_good_ones_exports_nothing(world):
             match="'x' is not a valid primary key")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "deleteobjects erases each object in turn (commands/deleteobjects.py handle loop): the first "
-    "object is exported, verified and erased before the second is found missing"))
 def test_one_missing_object_among_good_ones_deletes_nothing(world):
     refuses(world, "deleteobjects", f"demoapp.Organisation.{world.acme.pk}", "demoapp.Organisation.999999",
             match="999999")
 
 
-def test_a_pk_too_large_for_the_column(world, vendor, request):
-    if vendor == "sqlite":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "SQLite: base.parse_object accepts any int for an integer pk; the walk's query then raises "
-            "OverflowError (Python int too large to convert to SQLite INTEGER), a traceback")))
+def test_one_blocked_object_among_good_ones_deletes_nothing(world):
+    # The currency is PROTECTed by the organisation's invoices: checked before the first erase.
+    refuses(world, "deleteobjects", f"demoapp.Organisation.{world.acme.pk}", "demoapp.Currency.EUR",
+            match=["demoapp.Invoice.currency", "PROTECT"])
+
+
+def test_a_pk_too_large_for_the_column(world):
     # 2**70 overflows a bigint on every backend: a clear error, not a database traceback.
     refuses(world, "exportobjects", f"demoapp.Organisation.{2 ** 70}", match=str(2 ** 70))
 

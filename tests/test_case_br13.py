@@ -55,8 +55,6 @@ def test_a_json_null_is_marked_apart_from_sql_null():
     assert records["jn"]["json_null"] == ["value"] and "json_null" not in records["sn"]
 
 
-@pytest.mark.xfail(strict=True, reason="restore.py ignores the record's \"json_null\" list and inserts None, "
-                                       "which Django stores as SQL NULL (owner: issue 4)")
 def test_restore_keeps_a_json_null_apart_from_sql_null():
     p = Profile.objects.create(name="q")
     Setting.objects.create(owner=p, key="jn", value=Value(None, JSONField()))

@@ -50,11 +50,6 @@ import django
 
 django.setup()
 
-# A Django process must send through the demo's Celery app (its settings: the
-# broker, this test's queue). demoapp/__init__.py does not import it (see
-# test_a_django_process_sends_with_the_demo_celery_app), so import it here.
-import demoapp.celery  # noqa: E402,F401
-
 from django.utils import timezone
 
 from demoapp.models import Organisation
@@ -347,10 +342,6 @@ def test_delivering_a_job_twice_does_the_work_once(deployment):
     assert after["bundles"] == state["bundles"] and after["events"] == state["events"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "demoapp/__init__.py does not import demoapp.celery, so in a Django process (web, shell, "
-    "`retention` commands) the shared tasks bind to Celery's default app: CELERY_* Django settings "
-    "such as CELERY_TASK_DEFAULT_QUEUE are ignored when sending"))
 def test_a_django_process_sends_with_the_demo_celery_app(tmp_path):
     conf = tmp_path / "conf"
     conf.mkdir()

@@ -124,9 +124,6 @@ def test_restore_gives_back_every_value_exactly():
     assert c.Specimen.objects.filter(pk=pks[4], doc__isnull=True).exists()  # SQL NULL stays SQL NULL
 
 
-@pytest.mark.xfail(strict=True, reason="restore.py ignores a record's \"json_null\" list: it inserts None, which "
-                                       "Django writes as SQL NULL (JSONField.get_db_prep_save); JSON null needs "
-                                       "Value(None, JSONField()) (owner: issue 4)")
 def test_restore_keeps_json_null_apart_from_sql_null():
     b, (doc_null, strict_null) = make_json_nulls()
     records = list(Export(walk([b])).records())

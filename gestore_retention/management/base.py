@@ -32,6 +32,12 @@ def parse_object(spec):
         pk = model._meta.pk.to_python(raw_pk)
     except ValidationError:
         raise ObjectSpecError(f"{spec!r}: {raw_pk!r} is not a valid primary key for {model._meta.label}") from None
+    try:
+        model._meta.pk.run_validators(pk)  # e.g. an integer beyond the column's range
+    except ValidationError as exc:
+        raise ObjectSpecError(
+            f"{spec!r}: {raw_pk!r} is not a valid primary key for {model._meta.label} ({' '.join(exc.messages)})"
+        ) from None
     return model, pk
 
 

@@ -1,4 +1,5 @@
 """deleteobjects: archive, verify, then erase objects and what they own."""
+from ...erase import blocked
 from ...graph.walk import walk
 from ...pipeline import archive_and_erase
 from ..base import RetentionCommand
@@ -22,10 +23,16 @@ class Command(RetentionCommand):
     def handle(self, *args, **opts):
         objects = self.objects(opts["objects"])
         using = opts["database"]
-        for model, pk in objects:
+        # Every object is walked before any is erased: a missing or blocked
+        # one fails the command while nothing has been written.
+        plans = [walk([(model, pk)], using=using) for model, pk in objects]
+        if not opts["dry_run"]:
+            for plan in plans:
+                if plan.blockers:
+                    raise blocked(plan)
+        for (model, pk), plan in zip(objects, plans):
             spec = f"{model._meta.label}.{pk}"
             if opts["dry_run"]:
-                plan = walk([(model, pk)], using=using)
                 self.stdout.write(f"{spec}: would delete {plan.total_owned} rows")
                 self.plan_table(plan.counts())
                 for blocker in plan.blockers:
