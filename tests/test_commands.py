@@ -183,6 +183,8 @@ def test_delete_dry_run_shows_counts_and_changes_nothing(env, two_tenants):
     out, _ = run("deleteobjects", spec(acme), "--dry-run")
     assert f"{spec(acme)}: would delete {n} rows" in out
     assert "demoapp.Organisation" in out and "demoapp.Payment" in out
+    # The tree: each model under the one whose relation reaches it.
+    assert "\n  demoapp.Invoice: 1  (via demoapp.Invoice.org)\n    demoapp.Payment: 1  (via demoapp.Payment.invoice)" in out
     assert diff(before, snapshot()) == []
     assert stored(env) == [] and events() == [] and not Bundle.objects.exists()
 

@@ -74,3 +74,15 @@ def test_protect_and_restrict_are_blockers():
     plan = walk([m.Currency.objects.get(code="EUR")])
     assert plan.blockers[0].kind == "protect"
     assert "demoapp.Invoice.currency" in str(plan.blockers[0])
+
+
+def test_tree_puts_each_owned_model_under_the_relation_that_reaches_it():
+    org = tenant("acme")
+    plan = walk([org])
+    tree = plan.tree()
+    assert tree[0] == (0, "demoapp.Organisation", "", 1)
+    rows = {label: (depth, via, n) for depth, label, via, n in tree}
+    assert rows["demoapp.Payment"] == (2, "demoapp.Payment.invoice", 1)
+    assert rows["demoapp.Comment"][0] == 3  # organisation -> project -> document -> comment
+    assert {label for _, label, _, _ in tree} == set(plan.owned)
+    assert sum(n for *_, n in tree) == plan.total_owned

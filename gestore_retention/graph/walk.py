@@ -263,6 +263,45 @@ class Plan:
             return "boundary"
         return None
 
+    def tree(self):
+        """Return the owned models as a tree: [(depth, label, relation, rows)], depth first.
+
+        The subjects' models are the roots. Each model appears once, under
+        the owned model that reached it first in a breadth-first pass;
+        `relation` is that edge's name ("" for a root, "(scope)" for rows
+        only the scope's soft relations reach). This is a read-only
+        operation and sends no query.
+        """
+        children = defaultdict(set)  # {source label: {(edge name, target label)}}
+        for target, es in self.edges.get("owned", {}).items():
+            for e in es:
+                if e.source != target:
+                    children[e.source].add((e.name, target))
+        roots = list(dict.fromkeys(lb for lb, _ in self.subjects))
+        parent = {lb: None for lb in roots}  # {label: (parent label, edge name)}
+        queue = deque(roots)
+        while queue:
+            lb = queue.popleft()
+            for name, target in sorted(children.get(lb, ())):
+                if target not in parent:
+                    parent[target] = (lb, name)
+                    queue.append(target)
+        kids = defaultdict(list)  # {label: [(edge name, child label)]}
+        for lb, link in parent.items():
+            if link is not None:
+                kids[link[0]].append((link[1], lb))
+        out = []
+
+        def visit(lb, depth, via):
+            out.append((depth, lb, via, len(self.owned.get(lb, ()))))
+            for name, child in sorted(kids[lb]):
+                visit(child, depth + 1, name)
+
+        for lb in roots:
+            visit(lb, 0, "")
+        out += [(0, lb, "(scope)", len(pks)) for lb, pks in sorted(self.owned.items()) if lb not in parent]
+        return out
+
     def explain(self, model, pk, *, limit=10_000):
         """Return the Explanation of one row: its role and a path from a subject.
 

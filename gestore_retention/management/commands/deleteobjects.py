@@ -10,8 +10,9 @@ class Command(RetentionCommand):
         "Erase objects, written <app_label>.<Model>.<pk>, and every row Django would cascade-"
         "delete with them. Nothing is deleted that is not first exported into a stored bundle "
         "whose trial restore reproduced every row; the deletion then runs under a lock and is "
-        "refused if anything changed meanwhile. --dry-run shows what would go (rows per model, "
-        "and any PROTECT/RESTRICT blockers) and writes nothing."
+        "refused if anything changed meanwhile. --dry-run shows what would go (a tree of the models "
+        "reached and the relation that reaches each, rows per model and role, and any PROTECT/"
+        "RESTRICT blockers with their model, field and keys) and writes nothing."
     )
 
     def add_arguments(self, parser):
@@ -34,6 +35,8 @@ class Command(RetentionCommand):
             spec = f"{model._meta.label}.{pk}"
             if opts["dry_run"]:
                 self.stdout.write(f"{spec}: would delete {plan.total_owned} rows")
+                for depth, label, via, n in plan.tree():
+                    self.stdout.write(f"{'  ' * depth}{label}: {n}" + (f"  (via {via})" if via else ""))
                 self.plan_table(plan.counts())
                 for blocker in plan.blockers:
                     self.stdout.write(f"blocker: {blocker}")
