@@ -16,6 +16,7 @@ from django.db.models.deletion import Collector
 from . import conf
 from .errors import EraseRefused, ErasureBlocked
 from .graph import relations
+from .graph.keys import key_filter
 from .graph.walk import _chunks, walk
 from .records import owned_digest
 
@@ -51,7 +52,7 @@ def _instances(plan):
         model = relations.get_model(model_label)
         objs = []
         for chunk in chunks(pks, 1000):
-            objs.extend(model._base_manager.using(plan.using).filter(pk__in=chunk))
+            objs.extend(model._base_manager.using(plan.using).filter(key_filter("pk", chunk)))
         if objs:
             yield objs
 
@@ -214,7 +215,7 @@ def delete_plan(plan, batch_size=None):
         for fname, pks in per_field.items():
             field = model._meta.get_field(fname)
             for chunk in _chunks(pks, batch):
-                field.remote_field.on_delete(updates, field, model._base_manager.using(plan.using).filter(pk__in=chunk), plan.using)
+                field.remote_field.on_delete(updates, field, model._base_manager.using(plan.using).filter(key_filter("pk", chunk)), plan.using)
             updated[model_label] += len(pks)
     updates.delete()  # no rows to delete: this runs the field updates only
     order = list(reversed(relations.insert_order(models_)))  # children before parents
@@ -226,12 +227,12 @@ def delete_plan(plan, batch_size=None):
             target = f.related_model._meta.concrete_model
             if target in position and position[target] <= position[model] and not f.primary_key:
                 for chunk in _chunks(plan.owned[relations.label(model)], batch):
-                    model._base_manager.using(plan.using).filter(pk__in=chunk).exclude(
+                    model._base_manager.using(plan.using).filter(key_filter("pk", chunk)).exclude(
                         **{f"{f.attname}__isnull": True}).update(**{f.attname: None})
     deletes = Collector(using=plan.using, origin=None)
     for model in order:
         for chunk in _chunks(plan.owned[relations.label(model)], batch):
-            deletes.fast_deletes.append(model._base_manager.using(plan.using).filter(pk__in=chunk))
+            deletes.fast_deletes.append(model._base_manager.using(plan.using).filter(key_filter("pk", chunk)))
     _total, per_model = deletes.delete()
     return _by_label(per_model), dict(updated)
 

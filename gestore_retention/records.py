@@ -34,6 +34,7 @@ from django.utils.duration import duration_string
 from . import conf
 from .errors import BundleError
 from .graph import relations
+from .graph.keys import key_filter
 from .graph.walk import _chunks
 
 ROLES = ("reference", "owned", "update", "file")
@@ -183,7 +184,7 @@ class ModelCodec:
                  for i, _, nullable, att in json_cols if nullable}
         n = len(attnames)
         for chunk in _chunks(pks, batch):
-            query = qs.filter(pk__in=chunk).order_by("pk")
+            query = qs.filter(key_filter("pk", chunk)).order_by("pk")
             if flags:
                 query = query.annotate(**flags)
             for row in query.values_list(self.pk_attname, *attnames, *flags):
@@ -280,7 +281,7 @@ class Export:
                        if isinstance(f, models.FileField) and f.name not in excluded]
         for f in file_fields:
             for chunk in _chunks(pks, self.batch):
-                rows = qs.filter(pk__in=chunk).exclude(**{f.attname: ""}).order_by("pk")
+                rows = qs.filter(key_filter("pk", chunk)).exclude(**{f.attname: ""}).order_by("pk")
                 for pk, name in rows.values_list(codec.pk_attname, f.attname):
                     if not name:
                         continue

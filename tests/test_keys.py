@@ -57,3 +57,37 @@ def test_other_keys_and_pickle():
     assert repr(KeySet([1, 2])) == "KeySet({1, 2})" and "runs" in repr(KeySet(range(0, 40, 2)))
     assert hash(KeySet([1, 2])) == hash(KeySet([2, 1]))
     assert not KeySet() and KeySet() == frozenset()
+
+
+@given(st.lists(st.integers(0, 60), max_size=80, unique=True))
+def test_key_filter_matches_exactly_the_keys(keys):
+    from django.db.models import Q
+
+    from gestore_retention.graph.keys import key_filter
+
+    keys = sorted(keys)
+    q = key_filter("n", keys)
+    assert isinstance(q, Q)
+
+    def matches(node, n):
+        if isinstance(node, Q):
+            results = [matches(child, n) for child in node.children]
+            return any(results) if node.connector == "OR" else all(results)
+        lookup, value = node
+        if lookup.endswith("__in"):
+            return n in value
+        return n >= value if lookup.endswith("__gte") else n <= value
+
+    assert {n for n in range(-2, 64) if matches(q, n)} == set(keys)
+
+
+def test_key_filter_turns_runs_into_ranges():
+    from django.db.models import Q
+
+    from gestore_retention.graph.keys import key_filter
+
+    q = key_filter("pk", list(range(1, 1001)) + [2000, 2002])
+    assert q.connector == "OR" and ("pk__in", [2000, 2002]) in q.children
+    (run,) = [c for c in q.children if isinstance(c, Q)]
+    assert sorted(run.children) == [("pk__gte", 1), ("pk__lte", 1000)]
+    assert key_filter("pk", ["a", "b", "c", "d"]).children == [("pk__in", ["a", "b", "c", "d"])]

@@ -22,7 +22,7 @@ from dataclasses import field as dc_field
 from django.contrib.contenttypes.models import ContentType
 
 from . import relations
-from .keys import EMPTY, KeySet, KeySetBuilder, sort_key
+from .keys import EMPTY, KeySet, KeySetBuilder, key_filter, sort_key
 
 
 @dataclass(frozen=True)
@@ -121,10 +121,10 @@ class Follower:
             if self.lock:  # found without a query: lock the parent rows too
                 parent = relations.get_model(edge.target)
                 for chunk in self.chunks(pks):
-                    self.keys(self.qs(parent).filter(pk__in=chunk))
+                    self.keys(self.qs(parent).filter(key_filter("pk", chunk)))
             return KeySet.of(pks)
         child = relations.get_model(edge.source)
-        return _union(self.keys(self.qs(child).filter(pk__in=chunk), ptr.attname) for chunk in self.chunks(pks))
+        return _union(self.keys(self.qs(child).filter(key_filter("pk", chunk)), ptr.attname) for chunk in self.chunks(pks))
 
     def column_values(self, model, pks, column):
         """Yield chunks of the values `column` holds for rows `pks` of `model`."""
@@ -132,7 +132,7 @@ class Follower:
             yield from self.chunks(pks)
             return
         for chunk in self.chunks(pks):
-            vals = list(self.keys(self.qs(model).filter(pk__in=chunk), column.attname))
+            vals = list(self.keys(self.qs(model).filter(key_filter("pk", chunk)), column.attname))
             if vals:
                 yield vals
 
@@ -140,7 +140,7 @@ class Follower:
         fk = edge.field
         source = relations.get_model(edge.source)
         related = relations.get_model(edge.target)
-        return _union(self.keys(self.qs(related).filter(**{f"{fk.attname}__in": chunk}))
+        return _union(self.keys(self.qs(related).filter(key_filter(fk.attname, chunk)))
                       for chunk in self.column_values(source, pks, fk.target_field))
 
     def _fwd_soft(self, edge, pks):
@@ -153,7 +153,7 @@ class Follower:
         for chunk in self.chunks(pks):
             ids = [v for v in (_prep(column, pk) for pk in chunk) if v is not None]
             if ids:
-                found.append(self.keys(self.qs(related).filter(**filters, **{f"{column.attname}__in": ids})))
+                found.append(self.keys(self.qs(related).filter(key_filter(column.attname, ids), **filters)))
         return _union(found)
 
     def _fwd_generic(self, edge, pks):
@@ -166,13 +166,13 @@ class Follower:
         for chunk in self.chunks(pks):
             ids = [v for v in (_prep(fk_field, pk) for pk in chunk) if v is not None]
             if ids:
-                found.append(self.keys(self.qs(related).filter(**{ct_att: ct.pk, f"{fk_field.attname}__in": ids})))
+                found.append(self.keys(self.qs(related).filter(key_filter(fk_field.attname, ids), **{ct_att: ct.pk})))
         return _union(found)
 
     def _fwd_forward(self, edge, pks):
         f = edge.field
         source = relations.get_model(edge.source)
-        values = _union(self.keys(self.qs(source).filter(pk__in=chunk), f.attname) for chunk in self.chunks(pks))
+        values = _union(self.keys(self.qs(source).filter(key_filter("pk", chunk)), f.attname) for chunk in self.chunks(pks))
         return self.forward_pks(f, values)
 
     def forward_pks(self, f, values):
@@ -180,7 +180,7 @@ class Follower:
         if f.target_field.primary_key:
             return KeySet.of(values)
         target = f.related_model._meta.concrete_model
-        return _union(self.keys(self.qs(target).filter(**{f"{f.target_field.attname}__in": chunk}))
+        return _union(self.keys(self.qs(target).filter(key_filter(f.target_field.attname, chunk)))
                       for chunk in self.chunks(values))
 
     def _fwd_gfk(self, edge, pks):
@@ -189,7 +189,7 @@ class Follower:
         gfk = edge.field
         ct_field = source._meta.get_field(gfk.ct_field)
         fk_field = source._meta.get_field(gfk.fk_field)
-        ids = _union(self.keys(self.qs(source).filter(pk__in=chunk, **{ct_field.attname: self.ct(target).pk}),
+        ids = _union(self.keys(self.qs(source).filter(key_filter("pk", chunk), **{ct_field.attname: self.ct(target).pk}),
                                fk_field.attname) for chunk in self.chunks(pks))
         return self.existing(target, ids)
 
@@ -202,11 +202,11 @@ class Follower:
                 wanted.add(pk_field.to_python(v))
             except Exception:  # noqa: BLE001, S112  (an id that cannot be a pk points at nothing)
                 continue
-        return _union(self.keys(self.qs(target).filter(pk__in=chunk)) for chunk in self.chunks(wanted.build()))
+        return _union(self.keys(self.qs(target).filter(key_filter("pk", chunk))) for chunk in self.chunks(wanted.build()))
 
     def _fwd_m2m(self, edge, pks):
         through, src_fk, tgt_fk = relations.m2m_columns(edge.field)
-        found = _union(self.keys(self.qs(through).filter(**{f"{src_fk.attname}__in": chunk}), tgt_fk.attname)
+        found = _union(self.keys(self.qs(through).filter(key_filter(src_fk.attname, chunk)), tgt_fk.attname)
                        for chunk in self.column_values(relations.get_model(edge.source), pks, src_fk.target_field))
         return self.forward_pks(tgt_fk, found)
 

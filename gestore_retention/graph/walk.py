@@ -31,7 +31,7 @@ from .. import conf
 from ..errors import ObjectSpecError
 from . import relations
 from .edges import Edge, Follower, chunks, sort_key
-from .keys import EMPTY, KeySet, KeySetBuilder
+from .keys import EMPTY, KeySet, KeySetBuilder, key_filter
 
 # Kept for modules that imported the private helpers.
 _chunks = chunks
@@ -574,7 +574,7 @@ class _Walker:
         targets = defaultdict(KeySetBuilder)  # {field index: values}
         generic = defaultdict(lambda: defaultdict(set))  # {gfk index: {content type id: {object id}}}
         for chunk in chunks(pks, self.follow.batch):
-            for row in self.values(self.qs(model).filter(pk__in=chunk), *columns):
+            for row in self.values(self.qs(model).filter(key_filter("pk", chunk)), *columns):
                 for i in range(len(fks)):
                     if row[i] is not None:
                         targets[i].add(row[i])
@@ -647,7 +647,7 @@ def walk(objects, *, scope=None, using="default", batch_size=None, lock=False):
         model = relations.get_model(model_label)
         found = set()
         for chunk in chunks(pks, batch_size):
-            found |= {v for (v,) in walker.values(walker.qs(model).filter(pk__in=chunk), "pk")}
+            found |= {v for (v,) in walker.values(walker.qs(model).filter(key_filter("pk", chunk)), "pk")}
         missing = pks - found
         if missing:
             raise ObjectSpecError(
