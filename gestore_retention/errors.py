@@ -42,6 +42,10 @@ class EraseRefused(RetentionError):
     """Erasure was refused: the subject changed, is on hold, or is protected."""
 
 
+class SubjectHeld(EraseRefused):
+    """A legal hold forbids the erasure (the subject, or a row the erasure would delete or change)."""
+
+
 class ErasureBlocked(EraseRefused, ProtectedError):
     """PROTECT or RESTRICT relations (or a boundary) stop the erasure.
 

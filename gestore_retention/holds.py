@@ -68,6 +68,27 @@ def is_held(subject_label, subject_pk, *, using="default"):
     return _active(label, pk_text, using).exists()
 
 
+def held_in(plan):
+    """Return ["label pk (hold reason)", ...] for held subjects the plan would delete or change.
+
+    A hold protects its subject's row: erasing another subject must not
+    delete it (cascade) nor change it (SET_NULL). This is a read-only
+    operation (one query for the active holds).
+    """
+    found = []
+    for hold in LegalHold.objects.using(plan.using).filter(released_at__isnull=True).order_by("pk"):
+        try:
+            model = apps.get_model(hold.subject_label)
+            pk = model._meta.pk.to_python(hold.subject_pk)
+        except (LookupError, ValueError, ValidationError):
+            continue  # a hold on a model that is gone protects nothing here
+        label = model._meta.concrete_model._meta.label
+        changed = any(pk in pks for pks in plan.updates.get(label, {}).values())
+        if plan.owns(label, pk) or changed:
+            found.append(f"{label} {hold.subject_pk} (hold: {hold.reason})")
+    return found
+
+
 def place_hold(subject_label, subject_pk, *, reason, now=None, using="default"):
     """Place a legal hold on an existing subject and audit it ("hold-placed"); return the LegalHold.
 

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from django.db import transaction
 from django.utils import timezone
 
-from . import audit, conf
+from . import audit, conf, holds
 from .bundle import KeyRing, read_bundle, write_bundle
 from .erase import blocked, erase_subjects
-from .errors import EraseRefused
+from .errors import EraseRefused, SubjectHeld
+from .restore import NEVER
 from .graph.walk import Scope, walk
 from .models import Bundle
 from .records import Export, schema
@@ -155,15 +156,46 @@ def _pk(bundle):
     return get_model(bundle.subject_label)._meta.pk.to_python(bundle.subject_pk)
 
 
+# Models whose rows a restore never writes (the app's own bookkeeping) or
+# that everything else points at (content types): erasing them could not be
+# undone from a bundle, so no erasure may delete them.
+UNERASABLE_APPS = NEVER + ("contenttypes",)
+
+
+def refuse_erasure(plan):
+    """Raise the EraseRefused that forbids erasing `plan`, if any; write nothing.
+
+    PROTECT/RESTRICT blockers (ErasureBlocked), a legal hold on a row the
+    erasure would delete or change (SubjectHeld), or an owned model no
+    restore could bring back. Checked before anything is exported.
+    """
+    if plan.blockers:
+        raise blocked(plan)
+    unerasable = sorted(lb for lb in plan.owned if lb.partition(".")[0] in UNERASABLE_APPS)
+    if unerasable:
+        raise EraseRefused(f"{plan.subjects[0][0]} {plan.subjects[0][1]}: erasing it would delete "
+                           f"{', '.join(unerasable)} rows, which a restore never writes; nothing was done")
+    held = holds.held_in(plan)
+    if held:
+        raise SubjectHeld(f"a legal hold forbids this erasure: {'; '.join(held)}; nothing was exported or deleted")
+
+
 def archive_and_erase(obj, *, scope=None, using="default", origin=Origin(), keyring=None, now=None):
     """Run the whole pipeline for one subject outside any policy (deleteobjects).
 
     Return (bundle, EraseResult). Nothing is deleted unless the bundle was
-    stored and its trial restore reproduced every row.
+    stored and its trial restore reproduced every row; nothing is exported
+    when `refuse_erasure` refuses, and the subject's hold is checked again
+    inside the erase transaction.
     """
     plan = walk([obj], scope=scope, using=using)
-    if plan.blockers:
-        raise blocked(plan)
+    refuse_erasure(plan)
     bundle = export_bundle(plan, origin=origin, keyring=keyring, now=now)
     verify_bundle(bundle, plan, keyring=keyring, now=now)
-    return bundle, erase_subject(bundle, scope=scope, using=using, now=now)
+    label, pk = plan.subjects[0]
+
+    def hold_check():
+        if holds.is_held(label, pk, using=using):
+            raise SubjectHeld(f"{label} {pk} was placed under a legal hold meanwhile; nothing deleted")
+
+    return bundle, erase_subject(bundle, scope=scope, using=using, now=now, precheck=hold_check)

@@ -282,9 +282,11 @@ def test_delete_refuses_a_protect_or_restrict_blocker(env, two_tenants, target, 
     assert blocker in str(exc.value)
     assert diff(before, snapshot()) == []
     assert stored(env) == [] and events() == [] and not Bundle.objects.exists()
-    # --dry-run shows the blocker too.
-    out, _ = run("deleteobjects", spec(obj), "--dry-run")
-    assert f"blocker: {blocker}" in out
+    # --dry-run shows the blocker too, and fails as the erasure would.
+    with pytest.raises(CommandError, match="dry run: the erasure would be refused") as exc:
+        run("deleteobjects", spec(obj), "--dry-run")
+    assert blocker in str(exc.value)
+    assert diff(before, snapshot()) == []
 
 
 # -- retention run -------------------------------------------------------------

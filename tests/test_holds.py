@@ -117,3 +117,23 @@ def test_exclude_held_in_sql_for_integer_and_uuid_keys(org):
 
     holds.place_hold("demoapp.Currency", "EUR", reason="CASE-7")
     assert not holds.exclude_held(Currency.objects.all()).exists()
+
+
+def test_deleteobjects_refuses_a_held_subject_and_a_subject_whose_erasure_changes_it(db, retention_env):
+    """A hold forbids erasing its subject, and erasing a user that would SET_NULL the held row."""
+    from django.core.management import CommandError, call_command
+
+    from demoapp import models as m
+    from gestore_retention.models import AuditEvent, Bundle
+    from tests.factories import tenant
+    from tests.snapshot import diff, snapshot
+
+    org = tenant("held")
+    holds.place_hold("demoapp.Organisation", org.pk, reason="case-1")
+    owner = org.owner
+    before, events = snapshot(), AuditEvent.objects.count()
+    for spec in (f"demoapp.Organisation.{org.pk}", f"auth.User.{owner.pk}"):
+        with pytest.raises(CommandError, match=f"a legal hold forbids this erasure: demoapp.Organisation {org.pk}"):
+            call_command("deleteobjects", spec)
+    assert diff(before, snapshot()) == [] and AuditEvent.objects.count() == events
+    assert not Bundle.objects.exists() and m.Organisation.objects.filter(pk=org.pk).exists()

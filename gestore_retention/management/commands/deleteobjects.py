@@ -1,7 +1,9 @@
 """deleteobjects: archive, verify, then erase objects and what they own."""
-from ...erase import blocked
+from django.core.management.base import CommandError
+
+from ...errors import EraseRefused
 from ...graph.walk import walk
-from ...pipeline import archive_and_erase
+from ...pipeline import archive_and_erase, refuse_erasure
 from ..base import RetentionCommand
 
 
@@ -27,22 +29,32 @@ class Command(RetentionCommand):
         # Every object is walked before any is erased: a missing or blocked
         # one fails the command while nothing has been written.
         plans = [walk([(model, pk)], using=using) for model, pk in objects]
-        if not opts["dry_run"]:
-            for plan in plans:
-                if plan.blockers:
-                    raise blocked(plan)
+        if opts["dry_run"]:
+            return self.preview(objects, plans)
+        for plan in plans:
+            refuse_erasure(plan)
         for (model, pk), plan in zip(objects, plans):
             spec = f"{model._meta.label}.{pk}"
-            if opts["dry_run"]:
-                self.stdout.write(f"{spec}: would delete {plan.total_owned} rows")
-                for depth, label, via, n in plan.tree():
-                    self.stdout.write(f"{'  ' * depth}{label}: {n}" + (f"  (via {via})" if via else ""))
-                self.plan_table(plan.counts())
-                for blocker in plan.blockers:
-                    self.stdout.write(f"blocker: {blocker}")
-                continue
             bundle, result = archive_and_erase((model, pk), using=using)
             self.stdout.write(
                 f"{spec}: deleted {result.total} rows; bundle {bundle.id} ({bundle.storage}:{bundle.name})"
             )
             self.table(sorted(result.deleted.items()), ["model", "deleted"])
+
+    def preview(self, objects, plans):
+        """Print what each object's erasure would delete; fail (exit 1) if any would be refused."""
+        refused = []
+        for (model, pk), plan in zip(objects, plans):
+            spec = f"{model._meta.label}.{pk}"
+            self.stdout.write(f"{spec}: would delete {plan.total_owned} rows")
+            for depth, label, via, n in plan.tree():
+                self.stdout.write(f"{'  ' * depth}{label}: {n}" + (f"  (via {via})" if via else ""))
+            self.plan_table(plan.counts())
+            for blocker in plan.blockers:
+                self.stdout.write(f"blocker: {blocker}")
+            try:
+                refuse_erasure(plan)
+            except EraseRefused as exc:
+                refused.append(f"{spec}: {exc}")
+        if refused:
+            raise CommandError("dry run: the erasure would be refused: " + " | ".join(refused))
