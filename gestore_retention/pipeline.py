@@ -52,18 +52,8 @@ def export_bundle(plan, *, storage=None, bundle_id=None, origin=Origin(), keyrin
     storage = storage or conf.get("STORAGE")
     keyring = keyring or KeyRing.from_settings()
     bundle_id = bundle_id or uuid.uuid4().hex
-    label, pk = subject_text(plan)
     exp = Export(plan)
-    metadata = {
-        "format": FORMAT,
-        "bundle_id": bundle_id,
-        "subject": f"{label}.{pk}",
-        "subjects": [f"{lb}.{p}" for lb, p in plan.subjects],
-        "policy": origin.policy,
-        "policy_hash": origin.policy_hash,
-        "created_at": now.isoformat(),
-        "schema": schema(set(plan.owned) | set(plan.references) | set(plan.updates)),
-    }
+    metadata = bundle_metadata(plan, bundle_id=bundle_id, origin=origin, now=now)
     name = f"{bundle_id}.age"
     sealed = write_bundle(storage, name, metadata, exp.records(), keyring)
     try:
@@ -72,6 +62,21 @@ def export_bundle(plan, *, storage=None, bundle_id=None, origin=Origin(), keyrin
         discard_files(storage, sealed.name, sealed.signature_name)  # never left without its row
         raise
     return bundle
+
+
+def bundle_metadata(plan, *, bundle_id, origin=Origin(), now=None):
+    """Return the metadata a bundle of `plan` carries (signed, and repeated in its preamble)."""
+    label, pk = subject_text(plan)
+    return {
+        "format": FORMAT,
+        "bundle_id": bundle_id,
+        "subject": f"{label}.{pk}",
+        "subjects": [f"{lb}.{p}" for lb, p in plan.subjects],
+        "policy": origin.policy,
+        "policy_hash": origin.policy_hash,
+        "created_at": (now or timezone.now()).isoformat(),
+        "schema": schema(set(plan.owned) | set(plan.references) | set(plan.updates)),
+    }
 
 
 def discard_files(storage, *names):

@@ -140,6 +140,28 @@ def test_a_pk_too_large_for_the_column(world):
     refuses(world, "exportobjects", f"demoapp.Organisation.{2 ** 70}", match=str(2 ** 70))
 
 
+@pytest.mark.parametrize("where, message", [
+    ("existing", "a file exists there; a bundle is never overwritten"),
+    ("signature", "a file exists there"),
+    ("directory", "a directory exists there"),
+    ("missing-dir", "does not exist"),
+    ("storage", "inside the retention storage"),
+])
+def test_export_output_must_be_a_new_file_outside_the_storage(world, where, message, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    path = {
+        "existing": out / "x.age", "signature": out / "y.age", "directory": out,
+        "missing-dir": out / "nope" / "x.age", "storage": Path(world.env) / "bundles" / "x.age",
+    }[where]
+    (out / "x.age").write_bytes(b"an archive")
+    (out / "y.age.minisig").write_bytes(b"a signature")
+    (Path(world.env) / "bundles").mkdir(exist_ok=True)
+    refuses(world, "exportobjects", f"demoapp.Organisation.{world.acme.pk}", "-o", str(path), match=message)
+    assert (out / "x.age").read_bytes() == b"an archive" and sorted(p.name for p in out.iterdir()) == [
+        "x.age", "y.age.minisig"]
+
+
 # -- missing keys -------------------------------------------------------------------
 
 @pytest.mark.parametrize("args", [

@@ -3,13 +3,12 @@ import json
 import os
 import tempfile
 
-from django.utils import timezone
-
-from ... import audit
+from ... import audit, conf
 from ...bundle import KeyRing, seal
+from ...errors import RetentionError
 from ...graph.walk import walk
-from ...pipeline import FORMAT, export_bundle, subject_text
-from ...records import Export, schema
+from ...pipeline import bundle_metadata, export_bundle, subject_text
+from ...records import Export
 from ..base import RetentionCommand
 
 
@@ -38,6 +37,8 @@ class Command(RetentionCommand):
 
     def handle(self, *args, **opts):
         explain = self.objects(opts["explain"])  # a malformed spec fails before any walk
+        if opts["output"]:
+            check_output(opts["output"])  # before the walk: a bad path costs nothing
         plan = walk(self.objects(opts["objects"]), using=opts["database"])
         if explain:
             for model, pk in explain:
@@ -66,14 +67,9 @@ class Command(RetentionCommand):
     def write_local(self, plan, path, keyring):
         label, pk = subject_text(plan)
         exp = Export(plan)
-        metadata = {
-            "format": FORMAT, "bundle_id": os.path.basename(path), "subject": f"{label}.{pk}",
-            "subjects": [f"{lb}.{p}" for lb, p in plan.subjects], "policy": "", "policy_hash": "",
-            "created_at": timezone.now().isoformat(),
-            "schema": schema(set(plan.owned) | set(plan.references) | set(plan.updates)),
-        }
+        metadata = bundle_metadata(plan, bundle_id=os.path.basename(path))
         directory = os.path.dirname(os.path.abspath(path))
-        with tempfile.NamedTemporaryFile(dir=directory, delete=False) as tmp:
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".exportobjects-", delete=False) as tmp:
             try:
                 signature, counts = seal(tmp, metadata, exp.records(), keyring)
                 tmp.flush()
@@ -81,9 +77,38 @@ class Command(RetentionCommand):
             except BaseException:
                 os.unlink(tmp.name)
                 raise
-        os.replace(tmp.name, path)
-        with open(path + ".minisig", "wb") as fh:
-            fh.write(signature)
+        written = []
+        try:
+            # Signature first, then the bundle: a bundle is never seen without it.
+            fd = os.open(path + ".minisig", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            written.append(path + ".minisig")
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(signature)
+            os.replace(tmp.name, path)
+        except BaseException:
+            for name in [tmp.name, *written]:
+                if os.path.exists(name):
+                    os.unlink(name)
+            raise
         audit.append("subject-export", subject_label=label, subject_pk=pk, using=plan.using,
                      details={"records": sum(counts.values()), "owned": plan.total_owned})
         self.stdout.write(f"exported {sum(counts.values())} records to {path}")
+
+
+def check_output(path):
+    """Raise RetentionError unless PATH is a new file in an existing directory outside the retention storage."""
+    from django.core.files.storage import storages
+
+    target = os.path.abspath(path)
+    for name in (path, path + ".minisig"):
+        if os.path.lexists(name):
+            kind = "a directory" if os.path.isdir(name) else "a file"
+            raise RetentionError(f"--output {name}: {kind} exists there; a bundle is never overwritten, "
+                                 "choose a new path")
+    directory = os.path.dirname(target)
+    if not os.path.isdir(directory):
+        raise RetentionError(f"--output {path}: directory {directory} does not exist")
+    location = getattr(storages[conf.get("STORAGE")], "location", None)
+    if location and os.path.commonpath([target, os.path.abspath(location)]) == os.path.abspath(location):
+        raise RetentionError(f"--output {path}: that is inside the retention storage ({location}); "
+                             "leave out --output to store a recorded bundle there")
