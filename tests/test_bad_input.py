@@ -468,6 +468,10 @@ SUBPROCESS_CASES = {
     "bundle-verify": (["bundle", "verify", "{var}/corrupt.age"], {}, "corrupt.age"),
     "bundle-usage": (["bundle"], {}, "the following arguments are required: SUBCOMMAND"),
     "retention-usage": (["retention", "frobnicate"], {}, "invalid choice"),
+    "database-alias": (["exportobjects", "--database", "nope", "demoapp.Organisation.2"], {},
+                       "--database nope: no such database alias"),
+    "database-alias-subcommand": (["retention", "status", "--database", "nope"], {}, "no such database alias"),
+    "keygen-file": (["keygen-in-a-file"], {}, "cannot create it"),
 }
 
 
@@ -476,6 +480,8 @@ SUBPROCESS_CASES = {
 def test_manage_py_exits_non_zero_without_a_traceback(var_dir, case):
     args, extra_env, message = SUBPROCESS_CASES[case]
     args = [a.format(var=var_dir) for a in args]
+    if args == ["keygen-in-a-file"]:
+        args = ["retention", "keygen", "--dir", str(Path(var_dir) / "good.age")]  # a file, not a directory
     before, before_files = _db_state(var_dir), _var_files(var_dir)
     result = _manage(var_dir, *args, env=_clean_env(var_dir, **extra_env))
     assert result.returncode != 0, result.stdout

@@ -301,8 +301,11 @@ def generate_keys(directory, *, epoch=1, escrow_recipient=None):
             X25519Recipient.from_string(escrow_recipient)
         except ValueError:
             raise KeyringError(f"escrow recipient {escrow_recipient!r} is not an age1... recipient") from None
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(directory, 0o700)
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(directory, 0o700)
+    except OSError as exc:  # a file in the way, no permission
+        raise KeyringError(f"key directory {directory}: cannot create it ({exc.strerror})") from None
     index_path = directory / KEYRING_FILE
     index = _read_index(index_path) if index_path.exists() else {"format": KEYRING_FORMAT}
     existing = [int(m.group(1)) for p in directory.glob("age-epoch-*.key") if (m := _EPOCH_FILE.match(p.name))]

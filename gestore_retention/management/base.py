@@ -1,14 +1,16 @@
 """What every gestore_retention command shares: object specs, errors, output.
 
 Commands are thin: they parse options, call one library function and format
-the result it returns. A RetentionError becomes one line on stderr and a
-non-zero exit (CommandError); anything else is a bug and keeps its traceback.
+the result it returns. A RetentionError, an unknown --database alias or an
+OSError (storage, disk) becomes one line on stderr and a non-zero exit
+(CommandError); anything else is a bug and keeps its traceback.
 """
+import os
 import sys
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
-from django.db import DEFAULT_DB_ALIAS
+from django.db import DEFAULT_DB_ALIAS, connections
 
 from ..errors import ObjectSpecError, RetentionError
 from ..graph import relations
@@ -41,20 +43,33 @@ def parse_object(spec):
     return model, pk
 
 
+def add_database_argument(parser, *, default=DEFAULT_DB_ALIAS):
+    """Add --database; subcommand parsers pass default=argparse.SUPPRESS so either place works."""
+    parser.add_argument("--database", default=default,
+                        help='Database alias to work on (default: "default").')
+
+
 class RetentionCommand(BaseCommand):
     """Base of the commands: --database, and RetentionError -> CommandError."""
 
     def add_arguments(self, parser):
-        parser.add_argument(
-            "--database", default=DEFAULT_DB_ALIAS,
-            help='Database alias to work on (default: "default").',
-        )
+        add_database_argument(parser)
 
     def execute(self, *args, **options):
+        using = options.get("database", DEFAULT_DB_ALIAS)
+        if using not in connections.databases:
+            raise CommandError(f"--database {using}: no such database alias in settings.DATABASES "
+                               f"(there: {', '.join(sorted(connections.databases))})")
         try:
             return super().execute(*args, **options)
         except RetentionError as exc:
             raise CommandError(str(exc)) from exc
+        except BrokenPipeError:  # `... | head`: the reader is gone, so is the output
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return None
+        except OSError as exc:  # the machine, not the input: a full disk, a file where a directory should be
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise CommandError(f"{where}{exc.strerror or exc}") from exc
 
     def objects(self, specs):
         return [parse_object(s) for s in specs]

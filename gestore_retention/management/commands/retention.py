@@ -1,7 +1,9 @@
 """retention: run policies, manage keys, restore bundles, check the audit log."""
+import argparse
 import json
 
 from django.core.management.base import CommandError
+from django.db import DEFAULT_DB_ALIAS
 
 from ... import audit, conf, sweep
 from ...bundle import destroy_epoch, generate_keys, next_epoch, revoke_signing_key
@@ -9,7 +11,7 @@ from ...models import Bundle, Job, Run
 from ...recovery import restore_bundle
 from ...restore import MODES
 from ...policy import get_policy, load_policies
-from ..base import RetentionCommand
+from ..base import RetentionCommand, add_database_argument
 from .importobjects import PROGRESS_FROM, add_safety_arguments, write_result
 
 SUBCOMMANDS = {
@@ -34,10 +36,17 @@ class Command(RetentionCommand):
     def add_arguments(self, parser):
         super().add_arguments(parser)
         sub = parser.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
-        run = sub.add_parser("run", help=SUBCOMMANDS["run"], description=SUBCOMMANDS["run"])
+
+        def add(name):
+            subparser = sub.add_parser(name, help=SUBCOMMANDS[name], description=SUBCOMMANDS[name])
+            # --database after the subcommand too (`retention run --database x`).
+            add_database_argument(subparser, default=argparse.SUPPRESS)
+            return subparser
+
+        run = add("run")
         run.add_argument("policy", nargs="?", help="Policy name or path to a .toml file (default: every policy).")
         run.add_argument("--dry-run", action="store_true", help="Print the plan (subjects, rows per model); write nothing.")
-        keygen = sub.add_parser("keygen", help=SUBCOMMANDS["keygen"], description=SUBCOMMANDS["keygen"])
+        keygen = add("keygen")
         keygen.add_argument("--dir", help="Directory for the key files (default: the KEYS_DIR setting).")
         keygen.add_argument("--epoch", type=int, default=None,
                             help="Epoch number of the new encryption key (default: one more than the newest).")
@@ -49,7 +58,7 @@ class Command(RetentionCommand):
         keygen.add_argument("--destroy-epoch", type=int, metavar="N",
                             help="Destroy the age identity of epoch N instead (crypto-shredding: bundles "
                                  "encrypted only for it become unreadable; rewrap the ones to keep first).")
-        restore = sub.add_parser("restore", help=SUBCOMMANDS["restore"], description=SUBCOMMANDS["restore"])
+        restore = add("restore")
         restore.add_argument("bundle", metavar="BUNDLE", help="Bundle file path or bundle id.")
         restore.add_argument("--dry-run", action="store_true", help="Restore, report, then roll back.")
         restore.add_argument("--mode", choices=MODES, default="fail",
@@ -58,11 +67,10 @@ class Command(RetentionCommand):
                                   "(overwrite them), remap (restore under new keys, rewriting every "
                                   "reference). A unique value taken by another row fails in every mode.")
         add_safety_arguments(restore)
-        sub.add_parser("status", help=SUBCOMMANDS["status"], description=SUBCOMMANDS["status"])
-        sub.add_parser("audit-verify", help=SUBCOMMANDS["audit-verify"], description=SUBCOMMANDS["audit-verify"])
-        sub.add_parser("policies", help=SUBCOMMANDS["policies"], description=SUBCOMMANDS["policies"])
-        sync = sub.add_parser("sync-schedules", help=SUBCOMMANDS["sync-schedules"],
-                              description=SUBCOMMANDS["sync-schedules"])
+        add("status")
+        add("audit-verify")
+        add("policies")
+        sync = add("sync-schedules")
         sync.add_argument("--dry-run", action="store_true", help="Show the changes; write nothing.")
 
     def handle(self, *args, **opts):
@@ -155,6 +163,10 @@ class Command(RetentionCommand):
 
     def do_sync_schedules(self, opts):
         from ...schedule import sync_schedules
+
+        if opts["database"] != DEFAULT_DB_ALIAS:
+            raise CommandError(f"--database {opts['database']}: sync-schedules writes the periodic tasks "
+                               "where django-celery-beat reads them, the default database")
 
         result = sync_schedules(dry_run=opts["dry_run"])
         self.stdout.write(str(result))
