@@ -161,7 +161,9 @@ def process_job(job_id, policy, *, now=None, token=None, using="default", keyrin
 
 
 def _fail(job, exc, *, token, now, using, permanent):
-    fields = {"last_error": f"{type(exc).__name__}: {exc}"[:2000]}
+    # Our own errors say what is wrong in their message; others need their type.
+    text = str(exc) if isinstance(exc, RetentionError) else f"{type(exc).__name__}: {exc}"
+    fields = {"last_error": text[:2000]}
     if not permanent:
         fields["retry_stage"] = job.stage
     try:

@@ -465,6 +465,8 @@ SUBPROCESS_CASES = {
     "retention-policy-file": (["retention", "run", "{var}/bad.toml"], {}, 'key "selectt"'),
     "retention-policy-name": (["retention", "run", "nope"], {}, 'unknown policy "nope"'),
     "retention-restore": (["retention", "restore", "/nonexistent/x.age"], {}, "/nonexistent/x.age"),
+    "retention-run-keys": (["retention", "run", "churned-tenants"],
+                           {"GESTORE_RETENTION_KEYS_DIR": "/nonexistent/keys"}, "/nonexistent/keys"),
     "bundle-verify": (["bundle", "verify", "{var}/corrupt.age"], {}, "corrupt.age"),
     "bundle-usage": (["bundle"], {}, "the following arguments are required: SUBCOMMAND"),
     "retention-usage": (["retention", "frobnicate"], {}, "invalid choice"),

@@ -524,8 +524,10 @@ def test_a_failed_verification_erases_nothing_and_the_next_run_completes(env, de
         return real(*args, **kwargs)
 
     monkeypatch.setattr(pipeline, "verify_restores", flaky)
-    out, err = run("retention", "run", POLICY)
-    assert "simulated mismatch" in err
+    err = io.StringIO()
+    with pytest.raises(CommandError, match=r"1 job\(s\) failed"):  # a failed job: exit status 1
+        call_command("retention", "run", POLICY, stdout=io.StringIO(), stderr=err)
+    assert "simulated mismatch" in err.getvalue()
     first = selected[0]
     assert m.Organisation.objects.filter(pk=first.pk).exists()
     assert not AuditEvent.objects.filter(action="erase", subject_pk=str(first.pk)).exists()

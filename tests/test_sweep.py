@@ -255,7 +255,7 @@ def test_storage_returning_other_bytes_fails_verification_and_erases_nothing(ret
     before = snapshot()
     summary = sweep.run_policy(policy())
     assert summary.stages == {"failed-permanent": 1}
-    assert "BundleError" in Job.objects.get().last_error
+    assert "signature does not verify" in Job.objects.get().last_error
     assert diff(before, snapshot()) == []
     assert m.Organisation.objects.filter(pk=old.pk).exists()
     assert not AuditEvent.objects.filter(action__in=["verify", "erase"]).exists()

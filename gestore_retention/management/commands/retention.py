@@ -6,7 +6,7 @@ from django.core.management.base import CommandError
 from django.db import DEFAULT_DB_ALIAS
 
 from ... import audit, conf, sweep
-from ...bundle import destroy_epoch, generate_keys, next_epoch, revoke_signing_key
+from ...bundle import KeyRing, destroy_epoch, generate_keys, next_epoch, revoke_signing_key
 from ...models import Bundle, Job, Run
 from ...recovery import restore_bundle
 from ...restore import MODES
@@ -82,6 +82,9 @@ class Command(RetentionCommand):
         policies = [get_policy(opts["policy"])] if opts["policy"] else list(load_policies().values())
         if not policies:
             raise CommandError("no policies found in POLICY_DIRS")
+        if not opts["dry_run"]:
+            KeyRing.from_settings()  # a missing or bad key fails here, before any run is recorded
+        failed = 0
         for policy in policies:
             self.stdout.write(f"policy {policy.name} ({policy.action}) sha256:{policy.text_hash[:12]}")
             subjects, totals = sweep.dry_run(policy, using=using)
@@ -106,6 +109,10 @@ class Command(RetentionCommand):
                 self.stdout.write(f"  bundle {policy.storage}:{name}")
             for error in summary.errors:
                 self.stderr.write(f"  {error}")
+            failed += summary.stages.get(Job.FAILED, 0) + summary.stages.get(Job.RETRY, 0)
+        if failed:
+            raise CommandError(f"{failed} job(s) failed (errors above); retryable ones resume on the next run, "
+                               "permanent ones need a person (retention status)")
 
     def do_keygen(self, opts):
         directory = opts["dir"] or conf.get("KEYS_DIR")
