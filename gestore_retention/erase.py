@@ -29,10 +29,53 @@ class EraseResult:
     deleted: dict  # {label: n}
     updated: dict  # {label: n}
     digest: str
+    files: int = 0  # stored files removed with the rows (after commit)
 
     @property
     def total(self):
         return sum(self.deleted.values())
+
+
+def _file_fields(model):
+    from django.db.models import FileField
+
+    return [f for f in model._meta.local_concrete_fields if isinstance(f, FileField)]
+
+
+def owned_files(plan):
+    """Return [(field, name)] of the stored files the plan's owned rows name (the bundle carries their bytes)."""
+    out = []
+    for model_label, pks in plan.owned.items():
+        model = relations.get_model(model_label)
+        for f in _file_fields(model):
+            for chunk in _chunks(pks, conf.get("BATCH_SIZE")):
+                qs = model._base_manager.using(plan.using).filter(key_filter("pk", chunk)).exclude(**{f.attname: ""})
+                out.extend((f, name) for (name,) in qs.values_list(f.attname) if name)
+    return out
+
+
+def unreferenced(files, using):
+    """Drop from [(field, name)] the files that rows still name (after the delete, in its transaction)."""
+    by_field = defaultdict(set)
+    for f, name in files:
+        by_field[f].add(name)
+    kept = []
+    for f, names in by_field.items():
+        still = set()
+        for chunk in _chunks(names, conf.get("BATCH_SIZE")):
+            qs = f.model._base_manager.using(using).filter(**{f"{f.attname}__in": chunk})
+            still |= {name for (name,) in qs.values_list(f.attname)}
+        kept.extend((f, name) for name in sorted(names - still))
+    return kept
+
+
+def remove_stored(files):
+    """Delete stored files; one that is already gone is fine."""
+    for f, name in files:
+        try:
+            f.storage.delete(name)
+        except FileNotFoundError:
+            pass
 
 
 def _instances(plan):
@@ -165,8 +208,12 @@ def _erase(subjects, scope, using, *, expected, expected_digest, precheck, on_er
             raise EraseRefused(
                 "rows changed or arrived since the bundle was made (digest differs); nothing deleted, export again"
             )
+        files = owned_files(fresh) if fresh.scope.include_files else ()
         deleted, updated = delete_plan(fresh)
-        result = EraseResult(subjects=subjects, deleted=deleted, updated=updated, digest=digest)
+        files = unreferenced(files, using)
+        # Stored files go only once the deletion is committed (a rollback keeps them).
+        transaction.on_commit(lambda: remove_stored(files), using=using, robust=True)
+        result = EraseResult(subjects=subjects, deleted=deleted, updated=updated, digest=digest, files=len(files))
         if on_erased is not None:
             on_erased(result)
     return result

@@ -146,7 +146,8 @@ def erase_subject(bundle, *, scope=None, precheck=None, on_erased=None, now=None
         audit.append(
             "erase", subject_label=bundle.subject_label, subject_pk=bundle.subject_pk,
             policy=bundle.policy, policy_hash=bundle.policy_hash, bundle_id=bundle.id, now=now,
-            using=using, details={"deleted": result.total, "updated": sum(result.updated.values())},
+            using=using, details={"deleted": result.total, "updated": sum(result.updated.values()),
+                                  "files": result.files},
         )
         if on_erased is not None:
             on_erased(result)

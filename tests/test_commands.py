@@ -189,12 +189,22 @@ def test_delete_dry_run_shows_counts_and_changes_nothing(env, two_tenants):
     assert stored(env) == [] and events() == [] and not Bundle.objects.exists()
 
 
+def media_files(env):
+    root = Path(env) / "media"
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
 def test_delete_removes_exactly_the_owned_set_with_one_verified_bundle(env, two_tenants):
     acme, other = two_tenants
     before = snapshot()
     owned = owned_rows(acme)
     other_owned = owned_rows(other)
+    files = media_files(env)
+    acme_files = {name for name in files if "acme" in name}
+    assert acme_files
     out, _ = run("deleteobjects", spec(acme))
+    # The erased tenant's uploaded files went with its rows (the bundle has their bytes); the other's stay.
+    assert set(media_files(env)) == set(files) - acme_files
     after = snapshot()
     # Exactly the owned set went; the Profiles that pointed at acme were SET_NULL.
     assert diff(null_profile_orgs(without(before, owned), acme.pk), after) == []
@@ -212,13 +222,16 @@ def test_import_restores_a_deleted_subject_exactly(env, two_tenants):
     acme, _ = two_tenants
     before = snapshot()
     assert any(row["current_org"] == acme.pk for row in before["demoapp.Profile"].values())
+    files_before = media_files(env)
     run("deleteobjects", spec(acme))
+    assert media_files(env) != files_before
     bundle = Bundle.objects.get()
     path = Path(env) / "bundles" / bundle.name
     assert diff(before, snapshot()) != []
     out, _ = run("importobjects", str(path))
     assert "restored demoapp.Organisation" in out
     assert diff(before, snapshot()) == []
+    assert media_files(env) == files_before  # the uploaded files are back, byte for byte
     assert [a for a, _ in events()] == ["export", "verify", "erase", "restore"]
     # Files come back too.
     doc = m.Document.objects.exclude(attachment="").get(project__org=acme)
