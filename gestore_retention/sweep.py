@@ -190,6 +190,9 @@ def _drive(job, policy, *, token, now, using, keyring):
             if holds.is_held(job.subject_label, job.subject_pk, using=using):
                 advance(job, Job.HELD, token=token, now=now, using=using)
                 break
+            if policy.action == "report":  # the run lists its subjects; nothing is exported
+                advance(job, Job.CLOSED, token=token, now=now, using=using)
+                break
             plan = walk([(model, pk)], scope=scope, using=using)
             if plan.blockers and policy.action == "archive-and-erase":
                 raise blocked(plan)

@@ -290,3 +290,13 @@ def test_the_same_job_delivered_twice_at_once_does_the_work_once(retention_env):
     assert Job.objects.get(pk=job_id).stage == Job.CLOSED
     assert Bundle.objects.count() == 1
     assert list(AuditEvent.objects.values_list("action", flat=True)) == ["export", "verify", "erase"]
+
+
+def test_a_report_policy_lists_its_subjects_and_writes_nothing_else(retention_env):
+    old = tenant("old", churned_days=200)
+    before, events = snapshot(), AuditEvent.objects.count()
+    summary = sweep.run_policy(policy(action="report"))
+    assert summary.selected == 1 and summary.stages == {"closed": 1} and summary.bundles == ()
+    assert Job.objects.get().subject_pk == str(old.pk)
+    assert diff(before, snapshot()) == [] and AuditEvent.objects.count() == events
+    assert not Bundle.objects.exists() and stored_files() == []
