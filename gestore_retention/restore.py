@@ -514,12 +514,15 @@ class _Restorer:
                     wanted[key] = pk
             if not wanted:
                 continue
+            # Remapped rows get new keys: an existing row holding the value is
+            # another row even when its key equals the bundle's.
+            new_keys = self.mode == "remap" and role == "owned" and self.remappable(info)
             first = fields[0].attname
             qs = self.qs(info.model).filter(**{f"{first}__in": {k[0] for k in wanted}})
             for row in qs.values_list("pk", *(f.attname for f in fields)):
                 key = tuple(_norm(v) for v in row[1:])
                 existing_pk = tuple(row[0]) if info.composite else row[0]
-                if key in wanted and wanted[key] != existing_pk:
+                if key in wanted and (new_keys or wanted[key] != existing_pk):
                     if role == "reference":
                         self.unique_matches.setdefault(info.label, {})[wanted[key]] = existing_pk
                         continue

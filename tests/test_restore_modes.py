@@ -116,6 +116,15 @@ def test_remap_makes_a_copy_with_every_reference_rewritten(acme):
     assert m.Membership.objects.filter(org=copy).count() == 2
 
 
+def test_remap_reports_a_unique_value_the_original_still_holds(acme):
+    # The original still exists with its slug: a copy under new keys would take the slug again.
+    org, records, _, _ = acme
+    before = snapshot()
+    with pytest.raises(ConflictError, match=f"demoapp.Organisation pk {org.pk}: slug='acme' already belongs to pk {org.pk}"):
+        restore(records, mode="remap")
+    assert diff(before, snapshot()) == []
+
+
 def _new_pks(before, label):
     model = m.Reaction
     return set(model.objects.values_list("pk", flat=True)) - set(before[label])
