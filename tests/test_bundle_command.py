@@ -35,6 +35,16 @@ def test_inspect(bundle_path):
     assert "recipients:" in run("inspect", str(bundle_path))
 
 
+def test_inspect_of_a_tampered_bundle_shows_the_facts_and_fails(bundle_path):
+    data = bytearray(bundle_path.read_bytes())
+    data[-10] ^= 1
+    bundle_path.write_bytes(bytes(data))
+    out = StringIO()
+    with pytest.raises(CommandError, match="unauthenticated"):
+        call_command("bundle", "inspect", str(bundle_path), stdout=out)
+    assert "signature_verified: False" in out.getvalue()
+
+
 def test_verify(bundle_path):
     result = json.loads(run("verify", str(bundle_path), "--json"))
     assert result["status"] == "OK" and result["records"] == 3 and result["counts"] == {"a.B": 3}

@@ -47,6 +47,9 @@ class Command(BaseCommand):
                 if isinstance(value, (dict, list)):
                     value = json.dumps(value, sort_keys=True, ensure_ascii=False)
                 self.stdout.write(f"{key}: {value}")
+        if result.get("signature_verified") is False:  # the facts are shown, but they cannot be trusted
+            raise CommandError(f"{opts['path']}: {result.get('signature_error', 'the signature does not verify')}; "
+                               "the metadata shown is unauthenticated")
 
     def do_inspect(self, opts):
         try:
