@@ -26,6 +26,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from decimal import Decimal
 
+from django.conf import settings
+from django.contrib.auth.hashers import make_password
 from django.db import models
 from django.db.models import BooleanField, ExpressionWrapper, Q
 from django.utils.dateparse import parse_duration
@@ -201,6 +203,33 @@ class ModelCodec:
                 yield self.pk_encoder(row[0]), fields, json_null
 
 
+def _unusable_password():
+    return make_password(None)
+
+
+def default_deny():
+    """Return {label_lower: {field name: safe value or callable}} for rows the scope does not own.
+
+    A reference row (shared data the bundle carries so a restore into an
+    empty database works) is created with these fields set to safe values
+    instead of the bundle's; "*" denies the model's rows altogether. Rows the
+    scope owns are restored as they were.
+    """
+    user = settings.AUTH_USER_MODEL.lower()
+    deny = {}
+    try:
+        user_model = relations.get_model(user)
+    except Exception:
+        return deny
+    names = {f.name for f in user_model._meta.concrete_fields}
+    safe = {"is_superuser": False, "is_staff": False, "password": _unusable_password}
+    deny[user] = {k: v for k, v in safe.items() if k in names}
+    for f in user_model._meta.many_to_many:
+        if f.name in ("groups", "user_permissions"):
+            deny[f.remote_field.through._meta.label_lower] = {"*": None}
+    return deny
+
+
 class Export:
     """Stream a Plan's rows as records.
 
@@ -261,7 +290,18 @@ class Export:
     def _emit(self, codec, qs, pks, role, **fetch_kw):
         natural = relations.is_natural_key_model(codec.model)
         content_type = codec.model._meta.label == "contenttypes.ContentType"
+        # Another person's credentials never leave with someone else's data:
+        # a reference row carries safe values for denied fields (a restore
+        # writes those anyway).
+        denied = {k: v for k, v in default_deny().get(codec.label_lower, {}).items()
+                  if k != "*"} if role == "reference" else {}
+        if denied:
+            encoders = dict(zip(codec.names, codec.encoders))
+            denied = _encode_row([(k, encoders[k]) for k in denied if k in encoders],
+                                 [v() if callable(v) else v for k, v in denied.items() if k in encoders])
         for pk, fields, json_null in codec.rows(qs, pks, self.batch, **fetch_kw):
+            if denied:
+                fields.update(denied)
             record = {"model": codec.label_lower, "pk": pk, "fields": fields, "role": role}
             if json_null:
                 record["json_null"] = list(json_null)

@@ -43,40 +43,13 @@ from django.db.models.signals import post_save, pre_save
 from . import conf
 from .errors import BundleError, RestoreError
 from .graph import relations
-from .records import decoder, model_for_record
+from .records import decoder, default_deny, model_for_record
 
 MODES = ("fail", "skip-identical", "override", "remap")
 
 # Models a restore never writes, whatever the bundle says: the audit log and
 # the bookkeeping of retention itself.
 NEVER = ("gestore_retention",)
-
-
-def _unusable_password():
-    return make_password(None)
-
-
-def default_deny():
-    """Return {label: {field name: safe value or callable}} for rows the scope does not own.
-
-    A reference row (shared data the bundle carries so a restore into an
-    empty database works) is created with these fields set to safe values
-    instead of the bundle's; "*" denies the model's rows altogether. Rows the
-    scope owns are restored as they were.
-    """
-    user = settings.AUTH_USER_MODEL.lower()
-    deny = {}
-    try:
-        user_model = relations.get_model(user)
-    except Exception:
-        return deny
-    names = {f.name for f in user_model._meta.concrete_fields}
-    safe = {"is_superuser": False, "is_staff": False, "password": _unusable_password}
-    deny[user] = {k: v for k, v in safe.items() if k in names}
-    for f in user_model._meta.many_to_many:
-        if f.name in ("groups", "user_permissions"):
-            deny[f.remote_field.through._meta.label_lower] = {"*": None}
-    return deny
 
 
 # -- results and errors ----------------------------------------------------

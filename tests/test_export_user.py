@@ -66,3 +66,18 @@ def test_one_user_exports_alone_and_restores_into_an_empty_database(settings, tm
             got = {k: v for k, v in there[label][r["pk"]].items() if k not in skip}
             assert got == {k: v for k, v in here[label][r["pk"]].items() if k not in skip}, (label, r["pk"])
     assert there["auth.User"][user.pk] == here["auth.User"][user.pk]  # the subject itself: every field
+
+
+def test_a_reference_user_is_exported_without_credentials():
+    from tests.factories import tenant
+
+    org = tenant("acme")
+    User.objects.filter(pk=org.owner_id).update(password="pbkdf2_sha256$600000$salt$hash", is_staff=True)
+    member = org.memberships.exclude(user=org.owner).get().user
+    records = list(Export(walk([member])).records())
+    owner = next(r for r in records if r["model"] == "auth.user" and r["pk"] == org.owner_id)
+    assert owner["role"] == "reference"
+    assert owner["fields"]["password"].startswith("!") and "pbkdf2" not in json.dumps(records)
+    assert owner["fields"]["is_staff"] is False and owner["fields"]["username"] == "acme-owner"
+    subject = next(r for r in records if r["model"] == "auth.user" and r["pk"] == member.pk)
+    assert subject["role"] == "owned" and subject["fields"]["password"] == member.password  # the subject's own data
