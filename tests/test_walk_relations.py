@@ -273,3 +273,13 @@ def test_a_non_default_alias_gets_every_query_and_the_default_none():
     assert plan.owned["app.Label"] and plan.owned["app.Slip"] and plan.owned["app.Slot"]
     assert {r["model"] for r in recs} >= {"app.box", "app.crate", "app.bottle", "app.sku", "app.label"}
     assert not c.Box.objects.exists()  # nothing in the default database
+
+
+# Found by tests/test_walk_properties.py; the smallest examples it shrank to.
+def test_a_dangling_fk_without_a_constraint_names_no_reference():
+    realm = c.Realm.objects.create(code="r0")
+    c.Memo.objects.create(realm=realm, node_id=10**9)  # DO_NOTHING, db_constraint=False: no such node
+    plan = walk([realm])
+    assert_collector_agrees(plan)
+    assert "app.Node" not in plan.references  # a plan lists rows, not column values
+    assert not [r for r in records_of(plan) if r["model"] == "app.node"]
