@@ -283,3 +283,25 @@ def test_a_dangling_fk_without_a_constraint_names_no_reference():
     assert_collector_agrees(plan)
     assert "app.Node" not in plan.references  # a plan lists rows, not column values
     assert not [r for r in records_of(plan) if r["model"] == "app.node"]
+
+
+def test_a_multi_table_child_keeps_the_generic_rows_of_its_parent_content_type():
+    realm = c.Realm.objects.create(code="r0")
+    hub = c.Hub.objects.create(realm=realm)
+    as_node = c.Tag.objects.create(content_type=ContentType.objects.get_for_model(c.Node), object_id=hub.pk)
+    as_hub = c.Tag.objects.create(content_type=ContentType.objects.get_for_model(c.Hub), object_id=hub.pk)
+    # Deleting the child: the Collector gathers its parent row without the
+    # parent's related objects, so the tag naming the Node content type stays.
+    plan = walk([hub])
+    assert_collector_agrees(plan)
+    assert plan.owned["app.Tag"] == {as_hub.pk}
+    # Deleting the parent row (or its realm) deletes both.
+    for subject in (c.Node.objects.get(pk=hub.pk), realm):
+        plan = walk([subject])
+        assert_collector_agrees(plan)
+        assert plan.owned["app.Tag"] == {as_node.pk, as_hub.pk}
+    # Subjects of several models: the Collector takes them in label order
+    # (app.Hub before app.Realm), so the parent row is first gathered as a parent.
+    plan = walk([realm, hub])
+    assert_collector_agrees(plan)
+    assert plan.owned["app.Tag"] == {as_hub.pk}
