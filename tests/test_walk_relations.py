@@ -305,3 +305,17 @@ def test_a_multi_table_child_keeps_the_generic_rows_of_its_parent_content_type()
     plan = walk([realm, hub])
     assert_collector_agrees(plan)
     assert plan.owned["app.Tag"] == {as_hub.pk}
+
+
+def test_restrict_is_checked_over_all_the_subjects_together():
+    from gestore_retention.erase import check_collector, collect
+
+    realm = c.Realm.objects.create(code="r0")
+    node = c.Node.objects.create(realm=realm)
+    lock = c.Lock.objects.create(realm=realm, node=node)
+    assert [(b.kind, b.model, b.pks) for b in walk([node]).blockers] == [("restrict", "app.Lock", (lock.pk,))]
+    # The realm's cascade deletes the lock too: deleting both is allowed, though
+    # collect() of the node alone (app.Node comes first) would refuse.
+    plan = walk([node, realm])
+    assert plan.blockers == ()
+    check_collector(plan, collect(plan))
