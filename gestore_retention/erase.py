@@ -8,6 +8,7 @@ that holds a lock on the subjects.
 """
 from collections import defaultdict
 from dataclasses import dataclass
+from itertools import chain
 
 from django.db import connections, transaction
 from django.db.models import ProtectedError, RestrictedError, signals
@@ -105,12 +106,36 @@ def collect(plan):
     collector = Collector(using=plan.using, origin=None)
     try:
         for objs in _instances(plan):
-            collector.collect(objs)
+            # collect() checks RESTRICT at the end of each call, but a row
+            # restricted by one model's rows may be cascaded by the next
+            # model's (a node and the realm that owns its lock): check once,
+            # over everything gathered, as one collect() of all the rows would.
+            collector.collect(objs, fail_on_restricted=False)
+        _check_restricted(collector)
     except ProtectedError as exc:
         raise ErasureBlocked(f"Django refuses the delete: {exc.args[0]}", exc.protected_objects) from None
     except RestrictedError as exc:
         raise ErasureBlocked(f"Django refuses the delete: {exc.args[0]}", exc.restricted_objects) from None
     return collector
+
+
+def _check_restricted(collector):
+    """Raise RestrictedError for RESTRICT-ed rows the Collector does not delete anyway (Django's own check)."""
+    for model, instances in collector.data.items():
+        collector.clear_restricted_objects_from_set(model, instances)
+    for qs in collector.fast_deletes:
+        collector.clear_restricted_objects_from_queryset(qs.model, qs)
+    left = defaultdict(list)  # {"'Model.field'": [obj, ...]}
+    for model, per_field in collector.restricted_objects.items():
+        for field, objs in per_field.items():
+            if objs:
+                left[f"'{model.__name__}.{field.name}'"] += objs
+    if left:
+        raise RestrictedError(
+            "Cannot delete some instances because they are referenced through restricted foreign keys: "
+            + ", ".join(left) + ".",
+            set(chain.from_iterable(left.values())),
+        )
 
 
 def _pks(objs):

@@ -273,3 +273,49 @@ def test_a_non_default_alias_gets_every_query_and_the_default_none():
     assert plan.owned["app.Label"] and plan.owned["app.Slip"] and plan.owned["app.Slot"]
     assert {r["model"] for r in recs} >= {"app.box", "app.crate", "app.bottle", "app.sku", "app.label"}
     assert not c.Box.objects.exists()  # nothing in the default database
+
+
+# Found by tests/test_walk_properties.py; the smallest examples it shrank to.
+def test_a_dangling_fk_without_a_constraint_names_no_reference():
+    realm = c.Realm.objects.create(code="r0")
+    c.Memo.objects.create(realm=realm, node_id=10**9)  # DO_NOTHING, db_constraint=False: no such node
+    plan = walk([realm])
+    assert_collector_agrees(plan)
+    assert "app.Node" not in plan.references  # a plan lists rows, not column values
+    assert not [r for r in records_of(plan) if r["model"] == "app.node"]
+
+
+def test_a_multi_table_child_keeps_the_generic_rows_of_its_parent_content_type():
+    realm = c.Realm.objects.create(code="r0")
+    hub = c.Hub.objects.create(realm=realm)
+    as_node = c.Tag.objects.create(content_type=ContentType.objects.get_for_model(c.Node), object_id=hub.pk)
+    as_hub = c.Tag.objects.create(content_type=ContentType.objects.get_for_model(c.Hub), object_id=hub.pk)
+    # Deleting the child: the Collector gathers its parent row without the
+    # parent's related objects, so the tag naming the Node content type stays.
+    plan = walk([hub])
+    assert_collector_agrees(plan)
+    assert plan.owned["app.Tag"] == {as_hub.pk}
+    # Deleting the parent row (or its realm) deletes both.
+    for subject in (c.Node.objects.get(pk=hub.pk), realm):
+        plan = walk([subject])
+        assert_collector_agrees(plan)
+        assert plan.owned["app.Tag"] == {as_node.pk, as_hub.pk}
+    # Subjects of several models: the Collector takes them in label order
+    # (app.Hub before app.Realm), so the parent row is first gathered as a parent.
+    plan = walk([realm, hub])
+    assert_collector_agrees(plan)
+    assert plan.owned["app.Tag"] == {as_hub.pk}
+
+
+def test_restrict_is_checked_over_all_the_subjects_together():
+    from gestore_retention.erase import check_collector, collect
+
+    realm = c.Realm.objects.create(code="r0")
+    node = c.Node.objects.create(realm=realm)
+    lock = c.Lock.objects.create(realm=realm, node=node)
+    assert [(b.kind, b.model, b.pks) for b in walk([node]).blockers] == [("restrict", "app.Lock", (lock.pk,))]
+    # The realm's cascade deletes the lock too: deleting both is allowed, though
+    # collect() of the node alone (app.Node comes first) would refuse.
+    plan = walk([node, realm])
+    assert plan.blockers == ()
+    check_collector(plan, collect(plan))

@@ -176,8 +176,15 @@ class Follower:
         return self.forward_pks(f, values)
 
     def forward_pks(self, f, values):
-        """Return the pks of the rows FK `f` points at, given the values it holds."""
+        """Return the pks of the rows FK `f` points at, given the values it holds.
+
+        An FK to the pk holds the target's pk, so no query is needed; but an
+        FK declared with db_constraint=False may name a row that is gone, and
+        a plan lists rows, not values: those are checked like generic ids.
+        """
         if f.target_field.primary_key:
+            if not f.db_constraint:
+                return self.existing(f.related_model._meta.concrete_model, values)
             return KeySet.of(values)
         target = f.related_model._meta.concrete_model
         return _union(self.keys(self.qs(target).filter(key_filter(f.target_field.attname, chunk)))

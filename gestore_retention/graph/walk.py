@@ -492,19 +492,40 @@ class _Walker:
 
     # -- owned set: what deletion removes --------------------------------
     def walk_owned(self, roots):
-        frontier = defaultdict(_empty)  # {label: KeySet(pk)}
+        # The Collector takes one model at a time and skips the rows it holds
+        # already, so for subjects of several models what it deletes can
+        # depend on the order of the collect() calls (a multi-table parent
+        # gathered first as a parent keeps its generic rows, see
+        # cascade_from). erase.collect() calls it in label order: walk the
+        # subjects the same way, one model after the other.
+        by_label = defaultdict(list)  # {label: [pk, ...]}
         for model_label, pk in roots:
-            frontier[model_label] |= KeySet([pk])
+            by_label[model_label].append(pk)
+        for model_label in sorted(by_label):
+            self._walk_owned_from(model_label, KeySet(by_label[model_label]))
+
+    def _walk_owned_from(self, root_label, root_pks):
+        frontier = defaultdict(_empty)  # {label: KeySet(pk)}
+        parents = defaultdict(_empty)  # {label: KeySet(pk)} reached as a multi-table parent (see cascade_from)
+        frontier[root_label] = root_pks
         pending = defaultdict(_empty)  # {label: KeySet(pk)} owned rows whose scope edges are not followed yet
-        while frontier:
-            while frontier:
-                model_label = next(iter(frontier))
-                new = frontier.pop(model_label) - self.owned[model_label]
-                if not new:
+        while frontier or parents:
+            while frontier or parents:
+                model_label = next(iter(frontier or parents))
+                # A row is walked the way it is first reached, as the Collector
+                # skips a row it already holds; reached both ways at once, it
+                # is walked as itself.
+                new = frontier.pop(model_label, EMPTY) - self.owned[model_label]
+                as_parent = parents.pop(model_label, EMPTY) - self.owned[model_label] - new
+                if not new and not as_parent:
                     continue
-                self.owned[model_label] |= new
-                pending[model_label] |= new
-                self.cascade_from(relations.get_model(model_label), new, frontier)
+                self.owned[model_label] |= new | as_parent
+                pending[model_label] |= new | as_parent
+                model = relations.get_model(model_label)
+                if new:
+                    self.cascade_from(model, new, frontier, parents)
+                if as_parent:
+                    self.cascade_from(model, as_parent, frontier, parents, as_parent=True)
             # The scope's additions: rows reached from owned rows through its
             # owned and soft relations, then what deleting them cascades to.
             for model_label in sorted(pending):
@@ -518,9 +539,21 @@ class _Walker:
                         frontier[edge.target] |= found
             pending.clear()
 
-    def cascade_from(self, model, pks, frontier):
-        """Follow the Collector's relations from rows `pks` of `model`, adding to `frontier`."""
+    def cascade_from(self, model, pks, frontier, parents, as_parent=False):
+        """Follow the Collector's relations from rows `pks` of `model`, adding to `frontier` (`parents`).
+
+        `as_parent`: the rows are the multi-table parents of rows being
+        deleted, which the Collector gathers without their related objects
+        (collect_related=False). Their reverse FKs are still followed, as the
+        Collector follows them from the child (its _meta holds its parents'
+        reverse relations), but not their GenericRelations: the child has its
+        own copies, with the child's content type, and a generic row naming
+        the parent's content type stays. Nor their parent links to other
+        children, which the child's _meta leaves out.
+        """
         for edge, kind in cascade_edges(model):
+            if as_parent and (edge.kind == "generic" or (edge.kind == "reverse" and edge.field.remote_field.parent_link)):
+                continue
             found = self.follow.targets(edge, pks)
             if not found:
                 continue
@@ -528,7 +561,7 @@ class _Walker:
                 found = self.split_boundary(edge, found, cascade=True)
                 if found:
                     self.edges["owned"][edge.target].add(edge)
-                    frontier[edge.target] |= found
+                    (parents if edge.kind == "parent" else frontier)[edge.target] |= found
             elif kind == "update":
                 self.updates[edge.target][edge.field.name] |= found
                 self.edges["update"][edge.target].add(edge)

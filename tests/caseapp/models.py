@@ -304,3 +304,82 @@ class Specimen(models.Model):
     email = models.EmailField(blank=True)
     url = models.URLField(blank=True)
     file = models.FileField(upload_to="specimens/", blank=True)
+
+
+# -- Property tests: one small family, every relation kind ---------------------
+# tests/test_walk_properties.py draws random rows over these models (how many,
+# which row points at which, which relations are null, which rows are the
+# subjects) and checks the walk against Django's Collector. A Realm is the
+# usual subject; the other models reach it, and each other, through one kind
+# of relation each.
+
+
+def nobody():
+    """The value SET(...) writes: a callable, as a migration can serialise it."""
+    return None
+
+
+class Realm(models.Model):
+    code = models.CharField(max_length=20, unique=True)
+    tags = GenericRelation("Tag")
+    allies = models.ManyToManyField("Node", through="Pact", related_name="allied_realms", blank=True)
+
+
+class Node(models.Model):
+    realm = models.ForeignKey(Realm, on_delete=models.CASCADE, related_name="nodes")
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="children")
+    buddy = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    patron = models.ForeignKey(Realm, null=True, blank=True, default=None, on_delete=models.SET_DEFAULT,
+                               related_name="patronised")
+    sponsor = models.ForeignKey(Realm, null=True, blank=True, on_delete=models.SET(nobody), related_name="sponsored")
+    home = models.ForeignKey(Realm, to_field="code", null=True, blank=True, on_delete=models.CASCADE,
+                             related_name="residents")
+    watchers = models.ManyToManyField(Realm, related_name="watching", blank=True)
+    tags = GenericRelation("Tag")
+
+
+class Hub(Node):
+    """Multi-table inheritance, with a column of its own table pointing at a realm."""
+
+    mentor = models.ForeignKey(Realm, null=True, blank=True, on_delete=models.SET_NULL, related_name="mentees")
+
+
+class Seal(models.Model):
+    """One-to-one both ways: deleted with its node, cleared when its witness goes."""
+
+    node = models.OneToOneField(Node, on_delete=models.CASCADE, related_name="seal")
+    witness = models.OneToOneField(Realm, null=True, blank=True, on_delete=models.SET_NULL, related_name="witnessed")
+
+
+class Guard(models.Model):
+    realm = models.ForeignKey(Realm, on_delete=models.CASCADE, related_name="guards")
+    node = models.ForeignKey(Node, null=True, blank=True, on_delete=models.PROTECT, related_name="guards")
+
+
+class Lock(models.Model):
+    realm = models.ForeignKey(Realm, on_delete=models.CASCADE, related_name="locks")
+    node = models.ForeignKey(Node, null=True, blank=True, on_delete=models.RESTRICT, related_name="locks")
+
+
+class Memo(models.Model):
+    """DO_NOTHING without a constraint: the node it names may be gone."""
+
+    realm = models.ForeignKey(Realm, on_delete=models.CASCADE, related_name="memos")
+    node = models.ForeignKey(Node, null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False,
+                             related_name="memos")
+
+
+class Tag(models.Model):
+    """A GenericForeignKey: at a realm or a node (GenericRelation back), a guard (none), or a stale id."""
+
+    content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE, related_name="+")
+    object_id = models.PositiveIntegerField()
+    target = GenericForeignKey("content_type", "object_id")
+
+
+class Pact(models.Model):
+    """The through model of Realm.allies."""
+
+    realm = models.ForeignKey(Realm, on_delete=models.CASCADE, related_name="pacts")
+    node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="pacts")
+    terms = models.CharField(max_length=20, blank=True)
