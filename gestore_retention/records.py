@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.conf import settings
-from django.contrib.auth.hashers import make_password
+from django.contrib.auth.hashers import UNUSABLE_PASSWORD_PREFIX, make_password
 from django.db import models
 from django.db.models import BooleanField, ExpressionWrapper, Q
 from django.utils.dateparse import parse_duration
@@ -298,7 +298,10 @@ class Export:
         if denied:
             encoders = dict(zip(codec.names, codec.encoders))
             denied = _encode_row([(k, encoders[k]) for k in denied if k in encoders],
-                                 [v() if callable(v) else v for k, v in denied.items() if k in encoders])
+                                 # a callable makes a fresh unusable password: export the fixed
+                                 # marker instead, so the same rows give the same records
+                                 [UNUSABLE_PASSWORD_PREFIX if callable(v) else v
+                                  for k, v in denied.items() if k in encoders])
         for pk, fields, json_null in codec.rows(qs, pks, self.batch, **fetch_kw):
             if denied:
                 fields.update(denied)
