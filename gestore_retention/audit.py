@@ -157,15 +157,19 @@ class ChainReport:
         return f"audit chain BROKEN at event #{self.first_bad_seq}: {self.message}"
 
 
-def verify_chain(*, using="default", chunk_size=2000):
+def verify_chain(*, using="default", chunk_size=2000, known_head=""):
     """Recompute the chain from the first event and return a ChainReport.
 
     Streams events in seq order. Detects a changed field (hash mismatch), a
     deleted or reordered event (seq gap or prev_hash mismatch). Deleting the
-    newest events leaves a shorter valid chain: compare `last_hash` with a
-    copy kept outside the database to detect that. This is a read-only
-    operation.
+    newest events leaves a shorter valid chain: pass `known_head`, a head
+    (or its first 16+ hex digits) recorded earlier outside the database, and
+    the chain must still contain it. This is a read-only operation.
     """
+    known_head = known_head.strip().lower()
+    if known_head and (len(known_head) < 16 or any(c not in "0123456789abcdef" for c in known_head)):
+        return ChainReport(False, 0, None, f"known head {known_head!r}: give at least 16 hex digits of a head hash")
+    found_known = not known_head
     expected_seq, prev, count = 1, GENESIS, 0
     events = AuditEvent.objects.using(using).order_by("seq").iterator(chunk_size=chunk_size)
     for event in events:
@@ -179,4 +183,9 @@ def verify_chain(*, using="default", chunk_size=2000):
         if compute_hash(_event_fields(event)) != event.hash:
             return ChainReport(False, count, event.seq, f"event #{event.seq} was altered (hash mismatch)")
         prev, expected_seq = event.hash, expected_seq + 1
+        found_known = found_known or event.hash.startswith(known_head)
+    if not found_known:
+        return ChainReport(False, count, expected_seq,
+                           f"the known head {known_head[:16]} is not in the chain: events after it were "
+                           f"deleted, or the log was rewritten (the chain now ends at #{expected_seq - 1})")
     return ChainReport(True, count, None, "", prev if count else "")

@@ -86,6 +86,22 @@ def test_deleting_a_middle_event_is_detected():
 
 
 @pytest.mark.django_db
+def test_deleting_the_newest_events_is_detected_with_a_known_head():
+    from django.core.management import CommandError, call_command
+
+    _append_some(5)
+    head = audit.verify_chain().last_hash
+    assert audit.verify_chain(known_head=head[:16]).ok
+    AuditEvent.objects.filter(seq__gte=4).delete()
+    assert audit.verify_chain().ok  # a shorter chain is still a valid chain...
+    report = audit.verify_chain(known_head=head[:16])
+    assert not report.ok and "is not in the chain" in report.message  # ...but the known head is gone
+    with pytest.raises(CommandError, match="is not in the chain"):
+        call_command("retention", "audit-verify", "--known-head", head[:16])
+    assert "16 hex digits" in audit.verify_chain(known_head="abc").message
+
+
+@pytest.mark.django_db
 def test_deleting_the_first_event_is_detected():
     _append_some(3)
     AuditEvent.objects.filter(seq=1).delete()

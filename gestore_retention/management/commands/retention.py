@@ -19,7 +19,8 @@ SUBCOMMANDS = {
     "keygen": "Generate the key set (age identity, signing key) into KEYS_DIR.",
     "restore": "Restore a bundle (file path or bundle id) into the database.",
     "status": "Show recent runs, open jobs and stored bundles.",
-    "audit-verify": "Verify the audit log's hash chain.",
+    "audit-verify": "Verify the audit log's hash chain (keep the head it prints outside the database and "
+                    "pass it back with --known-head to detect deleted newest events).",
     "policies": "Load and validate every policy file; list them.",
     "sync-schedules": "Create or update django-celery-beat periodic tasks from the policies.",
 }
@@ -68,7 +69,11 @@ class Command(RetentionCommand):
                                   "reference). A unique value taken by another row fails in every mode.")
         add_safety_arguments(restore)
         add("status")
-        add("audit-verify")
+        audit_verify = add("audit-verify")
+        audit_verify.add_argument(
+            "--known-head", metavar="HASH",
+            help="A head hash printed by an earlier audit-verify and kept outside the database (16+ hex "
+                 "digits): the chain must still contain it, so deleting the newest events is detected too.")
         add("policies")
         sync = add("sync-schedules")
         sync.add_argument("--dry-run", action="store_true", help="Show the changes; write nothing.")
@@ -158,7 +163,7 @@ class Command(RetentionCommand):
                    ["bundle", "subject", "location", "bytes", "verified"])
 
     def do_audit_verify(self, opts):
-        report = audit.verify_chain(using=opts["database"])
+        report = audit.verify_chain(using=opts["database"], known_head=opts["known_head"] or "")
         if not report.ok:
             raise CommandError(str(report))
         self.stdout.write(str(report))
