@@ -70,7 +70,7 @@ def _refuse_erased(metadata, using):
         raise ErasedSubject(
             f"{e.subject_label}.{e.subject_pk} was erased after this bundle was made (audit event "
             f"#{e.seq}, {e.created_at:%Y-%m-%d %H:%M:%S}); restoring it would bring the subject back. "
-            "Nothing was restored; pass allow_erased (--allow-erased) if that is intended."
+            "Nothing was restored; use --allow-erased (allow_erased=True) if that is intended."
         )
 
 

@@ -43,6 +43,8 @@ BAD_SPECS = [
     ("demoapp.Invoice.not-a-uuid", "'not-a-uuid' is not a valid primary key for demoapp.Invoice"),
     ("demoapp.Organisation.999999", "demoapp.Organisation has no object with pk 999999"),
     ("demoapp.Currency.ZZZ", "demoapp.Currency has no object with pk 'ZZZ'"),
+    ("demoapp.Organisation. 2", "(an integer, written in ASCII digits)"),
+    ("demoapp.Organisation.\uff12", "(an integer, written in ASCII digits)"),
 ]
 
 

@@ -11,6 +11,7 @@ import sys
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.models import IntegerField
 
 from ..errors import ObjectSpecError, RetentionError
 from ..graph import relations
@@ -30,6 +31,10 @@ def parse_object(spec):
         model = relations.get_model(f"{app_label}.{model_name}")
     except ObjectSpecError:
         raise ObjectSpecError(f"{spec!r}: unknown model {app_label}.{model_name}") from None
+    if isinstance(model._meta.pk, IntegerField) and not (raw_pk.isascii() and raw_pk.lstrip("-").isdigit()):
+        # int() would read " 2" and a full-width "２" as 2: an integer key is written in ASCII digits.
+        raise ObjectSpecError(f"{spec!r}: {raw_pk!r} is not a valid primary key for {model._meta.label} "
+                              "(an integer, written in ASCII digits)")
     try:
         pk = model._meta.pk.to_python(raw_pk)
     except ValidationError:
