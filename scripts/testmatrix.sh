@@ -13,7 +13,7 @@
 #   MYSQL_URL           default mysql://root@127.0.0.1:3306/gestore
 #   CELERY_TEST_BROKER  default redis://127.0.0.1:6379/15 (tests that need a worker)
 #   PYTEST_ARGS         extra pytest arguments, e.g. "-k generator -x"
-#   TEST_TIMEOUT        seconds allowed per database run (default 600; a run takes 2-5 min)
+#   TEST_TIMEOUT        seconds allowed per database run (default 900; a run takes 3-6 min)
 #   GESTORE_TEST_DB_NAME  test database name (default test_gestore_<pid>, unique per run)
 #   CI                  true/1/yes: a service that does not answer is an error
 set -uo pipefail
@@ -25,7 +25,7 @@ PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432/gestore}
 MYSQL_URL=${MYSQL_URL:-mysql://root@127.0.0.1:3306/gestore}
 CELERY_TEST_BROKER=${CELERY_TEST_BROKER:-redis://127.0.0.1:6379/15}
 PYTEST_ARGS=${PYTEST_ARGS:-}
-TEST_TIMEOUT=${TEST_TIMEOUT:-600}
+TEST_TIMEOUT=${TEST_TIMEOUT:-900}
 
 case "${CI:-}" in
     true|TRUE|True|1|yes) in_ci=1 ;;
