@@ -191,7 +191,9 @@ def notes():
         "signature, storage, the Bundle row and its audit event.",
         f"- The ancestor is {_ancestor.describe()}, in its own virtualenv (var/bench/ancestor-venv), run as "
         f"`exportobjects demoapp.Organisation.<pk>`; timeout {ANCESTOR_TIMEOUT:.0f} s. Other children time out "
-        f"after {TIMEOUT:.0f} s.",
+        f"after {TIMEOUT:.0f} s. It fails on the subject's first null foreign key (Organisation.owner): "
+        "`processors.process_foreign_key` queues the related object, None, and `generate_objects` then calls "
+        "`instance_representation(None)`; the logic does not depend on the Django version.",
         "- The machine has 2 cores and is shared: compare the ratios measured in the same run, not absolute figures.",
         f"- Python {sys.version.split()[0]}.",
     ])
