@@ -126,7 +126,13 @@ def result_rows(vendor, rows, results, peer="dumpdata", labels=LABELS):
         queries = f"{res['queries']:,}"
         if "walk_queries" in res:
             queries += f" (walk {res['walk_queries']:,})"
-        out.append([vendor, f"{rows:,}", labels[tool], f"{res['rows']:,}", f"{res['seconds']:.2f}", f"{s:,.0f}",
+        seconds = f"{res['seconds']:.2f}"
+        if "walk_seconds" in res:
+            seconds += f" (walk {res['walk_seconds']:.2f})"
+        written = f"{res['rows']:,}"
+        if "bytes" in res:
+            written += f" ({res['bytes'] / 1e6:.1f} MB sealed)"
+        out.append([vendor, f"{rows:,}", labels[tool], written, seconds, f"{s:,.0f}",
                     f"{s / base:.2f}x" if base else "", f"{rss:.0f}", queries])
     return out
 
@@ -186,7 +192,7 @@ def notes():
         "organisation. Both write JSON Lines (dumpdata's own `jsonl` format).",
         "- Seconds are of the operation only (Django's start-up excluded); rows/s = rows written / seconds. Peak RSS is "
         "the child process's own (os.wait4), Django and the settings loaded. Queries are counted with a connection "
-        "execute_wrapper in the child; ours includes the walk's (in brackets, `plan.queries`).",
+        "execute_wrapper in the child; ours includes the walk's (in brackets: `plan.queries` and the walk's seconds).",
         "- The sealed bundle row is the whole `pipeline.export_bundle`: records, JSON, zlib, age encryption, "
         "signature, storage, the Bundle row and its audit event.",
         f"- The ancestor is {_ancestor.describe()}, in its own virtualenv (var/bench/ancestor-venv), run as "
