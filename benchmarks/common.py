@@ -190,12 +190,12 @@ def demo_rows():
 
 
 # -- databases -------------------------------------------------------------------
-def _pg_admin(url, sql):
+def _pg_admin(url, sql, dbname="postgres"):
     import psycopg
 
     parts = urlsplit(url)
     with psycopg.connect(host=parts.hostname, port=parts.port or 5432, user=parts.username or "postgres",
-                         dbname="postgres", autocommit=True) as conn:
+                         dbname=dbname, autocommit=True) as conn:
         conn.execute(sql)
 
 
@@ -252,6 +252,7 @@ class Database:
         """Build the template `kind` unless a kept one is current."""
         stamp = self._stamp_file(kind)
         if self.keep and stamp.exists() and stamp.read_text() == self._stamp():
+            self.analyze(kind)
             return
         name = self.template(kind)
         if kind == "filled":
@@ -264,7 +265,20 @@ class Database:
         else:
             Path(self.env(name)["DATABASE_URL"][len("sqlite:///"):]).unlink(missing_ok=True)
         measure([PY, "-m", "benchmarks.common", "build" if kind == "filled" else "migrate"], env=self.env(name))
+        self.analyze(kind)
         stamp.write_text(self._stamp())
+
+    def analyze(self, kind="filled"):
+        """Give PostgreSQL's planner statistics of a freshly loaded template, as autovacuum would on a live site.
+
+        Without them the planner guesses that `parent_id IN (...)` matches
+        most rows and reads `... ORDER BY id LIMIT n` pages by the primary
+        key index, filtering every row of the table (0.4 s a query at 1M rows,
+        against 0.5 ms with statistics). Copies made from the template keep
+        its statistics.
+        """
+        if self.vendor != "sqlite":
+            _pg_admin(self.url, "ANALYZE", dbname=self.template(kind))
 
     def fresh(self, template="filled"):
         """Return the env of a fresh copy of the template."""
