@@ -1,6 +1,6 @@
 """Run the benchmarks: `python -m benchmarks [--only NAME ...] [--sizes 10000,100000]`.
 
-Each module benchmarks/<name>.py defines `NAME`, `TITLE` and
+Each module benchmarks/<name>.py (not common.py, not _private.py) defines `NAME`, `TITLE` and
 `run(sizes, databases) -> str` (a Markdown table plus notes); the output is
 printed and written to docs/benchmarks.md under its own section.
 """
@@ -29,7 +29,8 @@ def main(argv=None):
     else:
         print("postgresql does not answer: benchmarking on SQLite only", file=sys.stderr)
     here = Path(__file__).parent
-    names = [m.name for m in pkgutil.iter_modules([str(here)]) if m.name not in ("common", "__main__")]
+    # common and _private modules are helpers, not benchmarks.
+    names = [m.name for m in pkgutil.iter_modules([str(here)]) if m.name != "common" and not m.name.startswith("_")]
     for name in sorted(names):
         if args.only and name not in args.only:
             continue

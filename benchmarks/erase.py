@@ -8,52 +8,19 @@ only (Django's start-up excluded).
 
 Run alone: `python -m benchmarks --only erase --sizes 10000,100000`.
 """
-import datetime as dt
 import json
 import os
-import shutil
 import sys
 import time
-from pathlib import Path
-from urllib.parse import urlsplit
 
-from .common import PY, ROOT, measure, table
+from . import common
+from .common import Database, table
 
 NAME = "erase"
 TITLE = "Erase: guarded erase vs delete(); pipeline vs dumpdata + delete()"
-WORK = ROOT / "var" / "bench" / "erase"
 
 
 # -- child side ---------------------------------------------------------------
-def build(rows):
-    """Fill an empty database with one organisation owning about `rows` rows."""
-    from django.utils import timezone
-
-    from demoapp import models as m
-
-    now = timezone.now()
-    org = m.Organisation.objects.create(
-        name="bench", slug="bench", status="churned", created_at=now, churned_at=now - dt.timedelta(days=400)
-    )
-    projects = m.Project.objects.bulk_create(
-        m.Project(org=org, name=f"p{i}", budget=i, starts_on=now.date(), estimate=dt.timedelta(hours=i))
-        for i in range(10)
-    )
-    n_docs = max(1, rows // 10)
-    docs = []
-    for start in range(0, n_docs, 5000):
-        docs += m.Document.objects.bulk_create(
-            m.Document(project=projects[i % 10], title=f"d{i}", body="x" * 40, created_at=now)
-            for i in range(start, min(n_docs, start + 5000))
-        )
-    n_comments = max(0, rows - n_docs - 11)
-    for start in range(0, n_comments, 5000):
-        m.Comment.objects.bulk_create(
-            m.Comment(document=docs[i % len(docs)], body=f"comment {i} " + "y" * 60, created_at=now)
-            for i in range(start, min(n_comments, start + 5000))
-        )
-
-
 def child(mode):
     import django
 
@@ -65,10 +32,6 @@ def child(mode):
     from gestore_retention.graph.walk import Scope, walk
     from gestore_retention.records import Export
 
-    if mode == "build":
-        call_command("migrate", verbosity=0)
-        build(int(os.environ["BENCH_ROWS"]))
-        return {}
     org = Organisation.objects.get(slug="bench")
     scope = Scope.of(boundaries=["demoapp.Organisation"])
     timings = {}
@@ -113,70 +76,8 @@ def child(mode):
 
 
 # -- parent side --------------------------------------------------------------
-class Database:
-    """A template database of one size, copied fresh for every measurement."""
-
-    def __init__(self, vendor, url, rows):
-        self.vendor, self.url, self.rows = vendor, url, rows
-        self.dir = WORK / f"{vendor}-{rows}"
-
-    def env(self, name):
-        env = {
-            "DJANGO_SETTINGS_MODULE": "demoapp.settings",
-            "GESTORE_VAR_DIR": str(self.dir / "var"),
-            "GESTORE_RETENTION_KEYS_DIR": str(self.dir / "var" / "keys"),
-            "BENCH_ROWS": str(self.rows),
-            "BENCH_DUMP": str(self.dir / "dump.json"),
-            "PYTHONPATH": str(ROOT),
-        }
-        if self.vendor == "sqlite":
-            env["DATABASE_URL"] = f"sqlite:///{self.dir / (name + '.sqlite3')}"
-        else:
-            parts = urlsplit(self.url)
-            env["DATABASE_URL"] = parts._replace(path=f"/{name}").geturl()
-        return env
-
-    def admin(self, sql):
-        import psycopg
-
-        parts = urlsplit(self.url)
-        with psycopg.connect(host=parts.hostname, port=parts.port or 5432, user=parts.username or "postgres",
-                             dbname="postgres", autocommit=True) as conn:
-            conn.execute(sql)
-
-    def template_name(self):
-        return f"gestore_bench_erase_{self.rows}"
-
-    def build(self):
-        shutil.rmtree(self.dir, ignore_errors=True)
-        (self.dir / "var").mkdir(parents=True)
-        if self.vendor != "sqlite":
-            self.admin(f'DROP DATABASE IF EXISTS "{self.template_name()}"')
-            self.admin(f'CREATE DATABASE "{self.template_name()}"')
-        run_child("build", self.env(self.template_name()))
-
-    def fresh(self):
-        """Return the env of a fresh copy of the template."""
-        shutil.rmtree(self.dir / "var" / "bundles", ignore_errors=True)
-        shutil.rmtree(self.dir / "var" / "keys", ignore_errors=True)
-        if self.vendor == "sqlite":
-            shutil.copy(self.dir / f"{self.template_name()}.sqlite3", self.dir / "run.sqlite3")
-        else:
-            self.admin('DROP DATABASE IF EXISTS "gestore_bench_erase_run"')
-            self.admin(f'CREATE DATABASE "gestore_bench_erase_run" TEMPLATE "{self.template_name()}"')
-        return self.env("gestore_bench_erase_run" if self.vendor != "sqlite" else "run")
-
-    def drop(self):
-        if self.vendor != "sqlite":
-            self.admin('DROP DATABASE IF EXISTS "gestore_bench_erase_run"')
-            self.admin(f'DROP DATABASE IF EXISTS "{self.template_name()}"')
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
 def run_child(mode, env):
-    m = measure([PY, "-m", "benchmarks.erase", mode], env=env)
-    timings = json.loads(m.stdout.strip().splitlines()[-1])
-    return timings, m.peak_rss_mb
+    return common.run_child(NAME, mode, env)
 
 
 def run(sizes, databases):
@@ -187,7 +88,7 @@ def run(sizes, databases):
                 notes.append(f"{vendor} {rows:,} rows: skipped (Django's Collector holds every instance in memory; "
                              "the erase batching of issue 6 is not built yet)")
                 continue
-            db = Database(vendor, url, rows)
+            db = Database(NAME, vendor, url, rows)
             db.build()
             try:
                 delete, delete_rss = run_child("delete", db.fresh())

@@ -36,7 +36,6 @@ from django.utils.duration import duration_string
 from . import conf
 from .errors import BundleError
 from .graph import relations
-from .graph.keys import key_filter
 from .graph.walk import _chunks
 
 ROLES = ("reference", "owned", "update", "file")
@@ -114,6 +113,22 @@ def _encode_row(codecs, row):
     return {name: (None if v is None else enc(v)) for (name, enc), v in zip(codecs, row)}
 
 
+def _select(qs, chunk):
+    """Return (rows of `qs` among the keys `chunk`, the set to keep or None), ordered by pk.
+
+    A chunk of integer keys that fills at least half of its span is read as
+    one range (`pk >= first AND pk <= last`) and the rows of other keys in the
+    span are dropped by the caller: far cheaper than an IN list of a thousand
+    parameters (to compile, to bind, and for the server to plan). Other
+    chunks use IN.
+    """
+    first, last = chunk[0], chunk[-1]
+    if type(first) is int and type(last) is int and last - first + 1 <= 2 * len(chunk):  # noqa: E721
+        keep = None if last - first + 1 == len(chunk) else set(chunk)
+        return qs.filter(pk__gte=first, pk__lte=last).order_by("pk"), keep
+    return qs.filter(pk__in=chunk).order_by("pk"), None
+
+
 def canonical(record):
     """Return the canonical JSON text of a record (what digests are taken over)."""
     return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -186,10 +201,12 @@ class ModelCodec:
                  for i, _, nullable, att in json_cols if nullable}
         n = len(attnames)
         for chunk in _chunks(pks, batch):
-            query = qs.filter(key_filter("pk", chunk)).order_by("pk")
+            query, keep = _select(qs, chunk)
             if flags:
                 query = query.annotate(**flags)
             for row in query.values_list(self.pk_attname, *attnames, *flags):
+                if keep is not None and row[0] not in keep:
+                    continue
                 fields = _encode_row(codecs, row[1 : n + 1])
                 json_null = ()
                 if json_cols:
@@ -324,9 +341,9 @@ class Export:
                        if isinstance(f, models.FileField) and f.name not in excluded]
         for f in file_fields:
             for chunk in _chunks(pks, self.batch):
-                rows = qs.filter(key_filter("pk", chunk)).exclude(**{f.attname: ""}).order_by("pk")
-                for pk, name in rows.values_list(codec.pk_attname, f.attname):
-                    if not name:
+                rows, keep = _select(qs, chunk)
+                for pk, name in rows.exclude(**{f.attname: ""}).values_list(codec.pk_attname, f.attname):
+                    if not name or (keep is not None and pk not in keep):
                         continue
                     storage = f.storage if self.storage is None else self.storage
                     try:
