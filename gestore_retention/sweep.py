@@ -196,6 +196,10 @@ def _drive(job, policy, *, token, now, using, keyring):
             plan = walk([(model, pk)], scope=scope, using=using)
             if plan.blockers and policy.action == "archive-and-erase":
                 raise blocked(plan)
+            held = holds.held_in(plan) if policy.action == "archive-and-erase" else []
+            if held:  # erasing this subject would delete or change a held subject's row
+                advance(job, Job.HELD, token=token, now=now, using=using, last_error="; ".join(held)[:2000])
+                break
             bundle_id = f"{policy.name}-{job.pk}-{job.exports}"
             storage = policy.storage
             # A crash after storing but before recording leaves an orphan

@@ -300,3 +300,16 @@ def test_a_report_policy_lists_its_subjects_and_writes_nothing_else(retention_en
     assert Job.objects.get().subject_pk == str(old.pk)
     assert diff(before, snapshot()) == [] and AuditEvent.objects.count() == events
     assert not Bundle.objects.exists() and stored_files() == []
+
+
+def test_a_subject_whose_erasure_would_change_a_held_row_is_held(retention_env):
+    # A user policy must not erase the owner of an organisation under hold (SET_NULL would change it).
+    held = tenant("held", churned_days=300)
+    holds.place_hold("demoapp.Organisation", held.pk, reason="case-9")
+    user_policy = policy(name="old-users", subject="auth.User", select={"username": "held-owner"},
+                         scope={"boundaries": ["demoapp.Organisation"]})
+    before = snapshot()
+    summary = sweep.run_policy(user_policy)
+    assert summary.stages == {"held": 1}
+    assert f"demoapp.Organisation {held.pk} (hold: case-9)" in Job.objects.get().last_error
+    assert diff(before, snapshot()) == [] and not Bundle.objects.exists()
