@@ -287,6 +287,8 @@ class Database:
         run = self.db_name("run")
         if self.vendor == "sqlite":
             source = self.env(self.template(template))["DATABASE_URL"][len("sqlite:///"):]
+            for suffix in ("-journal", "-wal", "-shm"):  # a child killed mid-transaction leaves a hot journal
+                (self.dir / f"{run}.sqlite3{suffix}").unlink(missing_ok=True)
             shutil.copy(source, self.dir / f"{run}.sqlite3")
         else:
             self.admin(f'DROP DATABASE IF EXISTS "{run}"')
