@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from dataclasses import field as dc_field
 
 from django.contrib.contenttypes.models import ContentType
+from django.db import connections
 
 from . import relations
 from .keys import EMPTY, KeySet, KeySetBuilder, key_filter, sort_key
@@ -70,18 +71,22 @@ class Follower:
         return qs.select_for_update() if self.lock else qs
 
     def values(self, qs, *fields):
-        """Yield the rows of `qs.values_list(*fields)`, one page at a time.
+        """Yield the rows of `qs.values_list(*fields)` without holding the whole result.
 
-        Pages are keyset-paginated on the primary key, so a query with no
-        bound on its result (the children of a chunk of parents) holds one
-        page in memory, on every backend (PyMySQL buffers a whole result).
-        A page holds one row more than a chunk of keys, so a query filtered
-        by a chunk of pks takes one page. Each page counts as one query.
+        PostgreSQL and SQLite stream the one query through a cursor
+        (`iterator()`: a server-side cursor on PostgreSQL). PyMySQL buffers a
+        whole result, so on MySQL/MariaDB the query is keyset-paginated on the
+        primary key instead, one page in memory at a time; a page holds one
+        row more than a chunk of keys, so a query filtered by a chunk of pks
+        takes one page. Each query or page counts as one query. (Paginating
+        everywhere made PostgreSQL read `fk IN (...) ORDER BY pk LIMIT n`
+        through the pk index, rereading the table for every page.)
         """
         page = self.batch + 1
-        if getattr(qs.model._meta.pk, "fields", None):  # a composite pk: one query, no pages
+        composite = getattr(qs.model._meta.pk, "fields", None)
+        if composite or connections[self.using].vendor != "mysql":
             self.queries += 1
-            yield from qs.values_list(*fields)
+            yield from qs.values_list(*fields).iterator(chunk_size=max(page, 2000))
             return
         qs = qs.order_by("pk")
         last = None
