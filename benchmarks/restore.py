@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import _ancestor, common
 from .common import Database, table
-from .export import ANCESTOR_TIMEOUT, BENCH, TARGET_RSS, TIMEOUT, attempt, result_rows, verdicts
+from .export import ANCESTOR_TIMEOUT, BENCH, TIMEOUT, attempt, result_rows, verdicts
 
 NAME = "restore"
 TITLE = "Restore: streaming restore vs loaddata vs the ancestor's importobjects"

@@ -30,8 +30,6 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from itertools import groupby
 
-from django.conf import settings
-from django.contrib.auth.hashers import make_password
 from django.core.files.base import ContentFile
 from django.core.management.color import no_style
 from django.db import IntegrityError, connections, models, transaction
