@@ -60,7 +60,7 @@ def child(mode):
             plan = walk([org], scope=scope)
             walk_seconds = time.perf_counter() - t
             for record in Export(plan).records():
-                fh.write(json.dumps(record, separators=(",", ":"), ensure_ascii=False))
+                fh.write(record.text)  # the record's JSON, encoded once by Export
                 fh.write("\n")
                 rows += 1
         return {"seconds": c["seconds"], "queries": c["queries"], "rows": rows,

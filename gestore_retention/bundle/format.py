@@ -139,7 +139,9 @@ def seal(out, metadata, records, keyring, *, random=os.urandom, now=None):
         if not isinstance(model, str):
             raise BundleError(f"record {index} is not a dict with a string 'model'")
         try:
-            emit(_dumps(record, ensure_ascii=False))
+            # A record may carry its own JSON text (records.Record): it is written as it is.
+            text = getattr(record, "text", None)
+            emit(text if type(text) is str else _dumps(record, ensure_ascii=False))
         except (TypeError, ValueError) as exc:
             raise BundleError(f"record {index} ({model}) is not JSON-serializable: {exc}") from None
         counts[model] += 1
