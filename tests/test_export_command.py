@@ -6,6 +6,8 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from demoapp import models as m
+from gestore_retention.graph.walk import walk
+from gestore_retention.records import Export
 from tests.caseapp import models as c
 from tests.factories import tenant
 
@@ -79,3 +81,12 @@ def test_database_option_reads_only_that_alias(retention_env):
     assert models_ == ["app.box", "app.lid"]
     with pytest.raises(CommandError, match="no object with pk"):
         run(f"app.Box.{b.pk}", "--debug")  # not in the default database
+
+
+def test_every_kind_of_record_carries_its_canonical_text(retention_env):
+    """Owned, reference (with natural keys) and update records: the text encoded once is json.dumps, sorted."""
+    records = list(Export(walk([tenant("acme")])).records())
+    assert {r["role"] for r in records} == {"owned", "reference", "update"}
+    assert any("natural_key" in r for r in records)
+    for record in records:
+        assert record.text == json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

@@ -9,7 +9,7 @@ from django.core.management import call_command
 from django.db.models import JSONField, Value
 
 from gestore_retention.graph.walk import walk
-from gestore_retention.records import Export, decoder, encoder
+from gestore_retention.records import Export, canonical, decoder, encoder
 from gestore_retention.restore import restore
 from tests.caseapp import models as c
 
@@ -102,6 +102,17 @@ def test_records_encode_every_field_type_exactly_and_decode_back():
     assert records[doc_null]["fields"]["doc"] is None and records[doc_null]["json_null"] == ["doc"]
     assert records[strict_null]["fields"]["strict_doc"] is None and records[strict_null]["json_null"] == ["strict_doc"]
     assert "json_null" not in records[pks[0]]
+
+
+def test_each_record_carries_its_canonical_text():
+    """The text Export encodes once (digest and bundle line) is exactly json.dumps of the record, sorted."""
+    b, _ = make()
+    j, _ = make_json_nulls()
+    records = list(Export(walk([b, j])).records())
+    assert any("json_null" in r for r in records)
+    for record in records:
+        assert canonical(record) == json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        assert record["role"] == "file" or record.text == canonical(record)
 
 
 def test_encoder_and_decoder_are_inverse_for_edge_values():
