@@ -30,8 +30,8 @@ from itertools import chain
 
 from django.conf import settings
 from django.contrib.auth.hashers import UNUSABLE_PASSWORD_PREFIX, make_password
-from django.db import models
-from django.db.models import BooleanField, ExpressionWrapper, Q
+from django.db import connections, models
+from django.db.models import BooleanField, ExpressionWrapper, F, Func, Q
 from django.db.models.sql.constants import MULTI
 from django.utils.dateparse import parse_duration
 from django.utils.duration import duration_string
@@ -243,7 +243,6 @@ class ModelCodec:
         attnames = self.attnames if default else attnames
         names = self.names if names is None else names
         encoders = self.encoders if encoders is None else encoders
-        codecs = list(zip(names, encoders))
         constants = dict(self.constants) if default else {}
         json_cols = []  # [(index, name, nullable)]
         for i, attname in enumerate(attnames):
@@ -254,11 +253,17 @@ class ModelCodec:
                  for i, _, nullable, att in json_cols if nullable}
         n = len(attnames)
         using = qs.db
+        columns, encoders, formatted = list(attnames), list(encoders), {}
+        for i, attname in enumerate(attnames):
+            as_text = _iso_in_sql(connections[using], self.model._meta.get_field(names[i]), encoders[i])
+            if as_text is not None:
+                columns[i] = f"_iso_{i}"
+                formatted[columns[i]], encoders[i] = as_text(attname), _iso_text
         for chunk in _chunks(pks, batch):
             query, keep = _select(qs, chunk)
-            if flags:
-                query = query.annotate(**flags)
-            for row in _read(query.values_list(self.pk_attname, *attnames, *flags), using,
+            if flags or formatted:
+                query = query.annotate(**flags, **formatted)
+            for row in _read(query.values_list(self.pk_attname, *columns, *flags), using,
                              (self.pk_encoder, *encoders, *[_identity] * len(flags))):
                 if keep is not None and row[0] not in keep:
                     continue
@@ -345,6 +350,28 @@ def _raw_reader(connection, expression, convs, enc):
         return slow(value)
 
     return read
+
+
+def _iso_in_sql(connection, field, enc):
+    """Return a function making the SQL expression that reads `field` as ISO text, or None.
+
+    PostgreSQL formats an aware datetime column (in UTC, always six digits of
+    microseconds) faster than the driver can parse it into a datetime for us
+    to format again; `_iso_text` then gives exactly `isoformat()`.
+    """
+    if (connection.vendor != "postgresql" or enc is not _iso or not settings.USE_TZ
+            or field.get_internal_type() != "DateTimeField" or hasattr(field, "from_db_value")
+            or connection.timezone_name != "UTC"):
+        return None
+    return lambda attname: Func(F(attname), template=_PG_ISO, output_field=models.TextField())
+
+
+_PG_ISO = """to_char(%(expressions)s AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US')"""
+
+
+def _iso_text(value):
+    # isoformat() leaves out a zero fraction
+    return (value[:19] if value.endswith(".000000") else value) + "+00:00"
 
 
 def _unusable_password():

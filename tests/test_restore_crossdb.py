@@ -18,10 +18,14 @@ PG_URL = os.environ.get("PG_URL", "postgres://postgres@127.0.0.1:5432/gestore_h6
 MYSQL_URL = os.environ.get("MYSQL_URL", "mysql://root@127.0.0.1:3306/gestore_h6")
 
 
-def _server(url, suffix):
-    """Create a fresh database next to `url`'s; return its URL, or None if the server does not answer."""
+def _server(url, suffix, drop_only=False):
+    """Create a fresh database next to `url`'s; return its URL, or None if the server does not answer.
+
+    With `drop_only`, drop the database `url` names (`suffix` "") and create nothing.
+    """
     parts = urlsplit(url)
-    name = parts.path.lstrip("/") + suffix
+    # `make test` names each run's test database: runs sharing a server do not collide
+    name = parts.path.lstrip("/") if drop_only else os.environ.get("GESTORE_TEST_DB_NAME", parts.path.lstrip("/")) + suffix
     try:
         if parts.scheme.startswith("postgres"):
             import psycopg
@@ -30,7 +34,8 @@ def _server(url, suffix):
                                  password=parts.password, dbname="postgres", connect_timeout=3,
                                  autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-                conn.execute(f'CREATE DATABASE "{name}"')
+                if not drop_only:
+                    conn.execute(f'CREATE DATABASE "{name}"')
         else:
             import pymysql
 
@@ -38,7 +43,8 @@ def _server(url, suffix):
                                    password=parts.password or "", connect_timeout=3)
             with conn.cursor() as cursor:
                 cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
-                cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+                if not drop_only:
+                    cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
             conn.close()
     except Exception:
         return None
@@ -71,8 +77,13 @@ def test_export_on_postgresql_restore_elsewhere(target, tmp_path):
         dst = _server(MYSQL_URL, "_xdst")
         _need(dst, "MariaDB/MySQL")
     bundle = tmp_path / "records"
-    exported = _child("export", pg, bundle, tmp_path)
-    restored = _child("restore", dst, bundle, tmp_path)
+    try:
+        exported = _child("export", pg, bundle, tmp_path)
+        restored = _child("restore", dst, bundle, tmp_path)
+    finally:
+        _server(pg, "", drop_only=True)
+        if target != "sqlite":
+            _server(dst, "", drop_only=True)
     models = {key.split()[0] for key in exported["rows"]}
     assert exported["owned"] >= 15 and len(models) >= 10, sorted(models)
     assert restored["rows"] == exported["rows"]

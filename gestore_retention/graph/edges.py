@@ -113,7 +113,12 @@ class Follower:
         )
 
     def chunks(self, values):
+        """Lists of at most a batch of keys (for code that needs the keys themselves)."""
         return chunks(values, self.batch)
+
+    def query_chunks(self, values):
+        """Chunks to filter one query on: a run of consecutive keys is one range, however long."""
+        return query_chunks(values, self.batch)
 
     # -- forward: source pks -> target pks ---------------------------------
     def targets(self, edge, pks):
@@ -125,21 +130,21 @@ class Follower:
         if ptr.primary_key:
             if self.lock:  # found without a query: lock the parent rows too
                 parent = relations.get_model(edge.target)
-                for chunk in self.chunks(pks):
+                for chunk in self.query_chunks(pks):
                     self.keys(self.qs(parent).filter(key_filter("pk", chunk)))
             return KeySet.of(pks)
         child = relations.get_model(edge.source)
-        return _union(self.keys(self.qs(child).filter(key_filter("pk", chunk)), ptr.attname) for chunk in self.chunks(pks))
+        return _union(self.keys(self.qs(child).filter(key_filter("pk", chunk)), ptr.attname)
+                      for chunk in self.query_chunks(pks))
 
     def column_values(self, model, pks, column):
         """Yield chunks of the values `column` holds for rows `pks` of `model`."""
         if column.primary_key or column is model._meta.pk:
-            yield from self.chunks(pks)
+            yield from self.query_chunks(pks)
             return
-        for chunk in self.chunks(pks):
-            vals = list(self.keys(self.qs(model).filter(key_filter("pk", chunk)), column.attname))
-            if vals:
-                yield vals
+        for chunk in self.query_chunks(pks):
+            vals = self.keys(self.qs(model).filter(key_filter("pk", chunk)), column.attname)
+            yield from self.query_chunks(vals)
 
     def _fwd_reverse(self, edge, pks):
         fk = edge.field
@@ -177,7 +182,8 @@ class Follower:
     def _fwd_forward(self, edge, pks):
         f = edge.field
         source = relations.get_model(edge.source)
-        values = _union(self.keys(self.qs(source).filter(key_filter("pk", chunk)), f.attname) for chunk in self.chunks(pks))
+        values = _union(self.keys(self.qs(source).filter(key_filter("pk", chunk)), f.attname)
+                        for chunk in self.query_chunks(pks))
         return self.forward_pks(f, values)
 
     def forward_pks(self, f, values):
@@ -193,7 +199,7 @@ class Follower:
             return KeySet.of(values)
         target = f.related_model._meta.concrete_model
         return _union(self.keys(self.qs(target).filter(key_filter(f.target_field.attname, chunk)))
-                      for chunk in self.chunks(values))
+                      for chunk in self.query_chunks(values))
 
     def _fwd_gfk(self, edge, pks):
         source = relations.get_model(edge.source)
@@ -202,7 +208,7 @@ class Follower:
         ct_field = source._meta.get_field(gfk.ct_field)
         fk_field = source._meta.get_field(gfk.fk_field)
         ids = _union(self.keys(self.qs(source).filter(key_filter("pk", chunk), **{ct_field.attname: self.ct(target).pk}),
-                               fk_field.attname) for chunk in self.chunks(pks))
+                               fk_field.attname) for chunk in self.query_chunks(pks))
         return self.existing(target, ids)
 
     def existing(self, target, object_ids):
@@ -214,7 +220,8 @@ class Follower:
                 wanted.add(pk_field.to_python(v))
             except Exception:  # noqa: BLE001, S112  (an id that cannot be a pk points at nothing)
                 continue
-        return _union(self.keys(self.qs(target).filter(key_filter("pk", chunk))) for chunk in self.chunks(wanted.build()))
+        return _union(self.keys(self.qs(target).filter(key_filter("pk", chunk)))
+                      for chunk in self.query_chunks(wanted.build()))
 
     def _fwd_m2m(self, edge, pks):
         through, src_fk, tgt_fk = relations.m2m_columns(edge.field)
@@ -276,6 +283,14 @@ class Follower:
         if src_fk.target_field.primary_key:
             return src_values
         return self._rows_with(source, **{f"{src_fk.target_field.attname}__in": list(src_values)})
+
+
+def query_chunks(values, size):
+    """Yield chunks of `values` to filter one query each on (KeySet.query_chunks; lists of `size` otherwise)."""
+    if isinstance(values, KeySet):
+        yield from values.query_chunks(size)
+    else:
+        yield from chunks(values, size)
 
 
 def chunks(values, size):

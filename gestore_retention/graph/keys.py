@@ -205,6 +205,35 @@ class KeySet(Set):
             yield chunk
 
 
+    def query_chunks(self, size):
+        """Yield KeySets that together hold every key, each cheap to filter on in one query.
+
+        A chunk holds at most MAX_RANGES long runs (each one range condition,
+        however many keys it spans) and at most `size` other keys (an IN
+        list): keys inserted together cost one query, not one per `size`
+        keys. Rows come back through a cursor, so a wide chunk is not held in
+        memory; a caller that needs the keys as a list uses `chunks()`.
+        """
+        starts, stops, ranges, singles = array("q"), array("q"), 0, 0
+        for start, stop in zip(self._starts, self._stops):
+            cost = stop - start
+            is_range = cost >= RANGE_FROM
+            if starts and ((is_range and ranges == MAX_RANGES) or (not is_range and singles + cost > size)):
+                yield KeySet._make(starts, stops, ())
+                starts, stops, ranges, singles = array("q"), array("q"), 0, 0
+            starts.append(start)
+            stops.append(stop)
+            if is_range:
+                ranges += 1
+            else:
+                singles += cost
+        if starts:
+            yield KeySet._make(starts, stops, ())
+        other = sorted(self._other, key=sort_key)
+        for i in range(0, len(other), size):
+            yield KeySet._make(array("q"), array("q"), other[i : i + size])
+
+
 class KeySetBuilder:
     """Collect keys with bounded overhead; `build()` returns the KeySet.
 
@@ -272,24 +301,16 @@ def key_filter(name, keys):
     rest one `__in` list. A run holds every integer between its ends, so the
     rows matched are exactly those of `name__in=keys`; but Django prepares an
     IN list value by value (about 7 us each), and one range replaces a
-    thousand of them when keys were inserted together.
+    thousand of them when keys were inserted together. A KeySet (a chunk
+    from `query_chunks`) is read run by run, never expanded into a list.
     """
-    keys = list(keys)
-    if len(keys) < RANGE_FROM or not all(_is_int(k) for k in keys):
-        return Q(**{f"{name}__in": keys})
-    ranges, singles = [], []
-    i, n = 0, len(keys)
-    while i < n:
-        j = i
-        while j + 1 < n and keys[j + 1] == keys[j] + 1:
-            j += 1
-        if j - i + 1 >= RANGE_FROM:
-            ranges.append((keys[i], keys[j]))
-        else:
-            singles.extend(keys[i : j + 1])
-        i = j + 1
+    keys = KeySet.of(keys)
+    runs = list(zip(keys._starts, keys._stops))
+    ranges = [(start, stop - 1) for start, stop in runs if stop - start >= RANGE_FROM]
     if not ranges or len(ranges) > MAX_RANGES:
-        return Q(**{f"{name}__in": keys})
+        return Q(**{f"{name}__in": list(keys)})
+    singles = [k for start, stop in runs if stop - start < RANGE_FROM for k in range(start, stop)]
+    singles += sorted(keys._other, key=sort_key)
     q = Q()
     for low, high in ranges:  # gte/lte, not range: a ForeignKey column has no __range lookup
         q |= Q(**{f"{name}__gte": low, f"{name}__lte": high})

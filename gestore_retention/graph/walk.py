@@ -30,7 +30,7 @@ from django.db import models
 from .. import conf
 from ..errors import ObjectSpecError
 from . import relations
-from .edges import Edge, Follower, chunks, sort_key
+from .edges import Edge, Follower, chunks, query_chunks, sort_key
 from .keys import EMPTY, KeySet, KeySetBuilder, key_filter
 
 # Kept for modules that imported the private helpers.
@@ -606,7 +606,7 @@ class _Walker:
             columns += [ct_field.attname, fk_field.attname]
         targets = defaultdict(KeySetBuilder)  # {field index: values}
         generic = defaultdict(lambda: defaultdict(set))  # {gfk index: {content type id: {object id}}}
-        for chunk in chunks(pks, self.follow.batch):
+        for chunk in query_chunks(pks, self.follow.batch):
             for row in self.values(self.qs(model).filter(key_filter("pk", chunk)), *columns):
                 for i in range(len(fks)):
                     if row[i] is not None:
