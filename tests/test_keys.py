@@ -66,19 +66,22 @@ def test_key_filter_matches_exactly_the_keys(keys):
     from gestore_retention.graph.keys import key_filter
 
     keys = sorted(keys)
-    q = key_filter("n", keys)
-    assert isinstance(q, Q)
+    for q in (key_filter("n", keys), key_filter("n", KeySet(keys))):
+        assert isinstance(q, Q)
+        assert {n for n in range(-2, 64) if _matches(q, n)} == set(keys)
 
-    def matches(node, n):
-        if isinstance(node, Q):
-            results = [matches(child, n) for child in node.children]
-            return any(results) if node.connector == "OR" else all(results)
-        lookup, value = node
-        if lookup.endswith("__in"):
-            return n in value
-        return n >= value if lookup.endswith("__gte") else n <= value
 
-    assert {n for n in range(-2, 64) if matches(q, n)} == set(keys)
+def _matches(node, n):
+    """Whether value `n` of the column satisfies the Q `node` of in/gte/lte lookups."""
+    from django.db.models import Q
+
+    if isinstance(node, Q):
+        results = [_matches(child, n) for child in node.children]
+        return any(results) if node.connector == "OR" else all(results)
+    lookup, value = node
+    if lookup.endswith("__in"):
+        return n in value
+    return n >= value if lookup.endswith("__gte") else n <= value
 
 
 def test_key_filter_turns_runs_into_ranges():
@@ -91,3 +94,32 @@ def test_key_filter_turns_runs_into_ranges():
     (run,) = [c for c in q.children if isinstance(c, Q)]
     assert sorted(run.children) == [("pk__gte", 1), ("pk__lte", 1000)]
     assert key_filter("pk", ["a", "b", "c", "d"]).children == [("pk__in", ["a", "b", "c", "d"])]
+
+
+@given(key_lists, st.integers(1, 7))
+def test_query_chunks_cover_the_keys_within_their_budget(a, size):
+    """A query chunk holds at most MAX_RANGES long runs and `size` other keys; each is filtered as given."""
+    from gestore_retention.graph.keys import MAX_RANGES, RANGE_FROM, key_filter
+
+    ks = KeySet(a)
+    chunks = list(ks.query_chunks(size))
+    assert all(isinstance(c, KeySet) and c for c in chunks)
+    assert sorted(k for c in chunks for k in c if type(k) is int) == sorted({k for k in a if type(k) is int})
+    assert KeySet().union(*chunks) == ks and sum(len(c) for c in chunks) == len(ks)
+    for c in chunks:
+        runs = [stop - start for start, stop in zip(c._starts, c._stops)]
+        assert sum(1 for n in runs if n >= RANGE_FROM) <= MAX_RANGES
+        assert sum(n for n in runs if n < RANGE_FROM) + len(c._other) <= size
+        key_filter("pk", c)  # a KeySet chunk is a valid filter
+
+
+def test_a_long_run_is_one_query_chunk():
+    ks = KeySet(range(1, 1_000_001)) | KeySet([2_000_000, 2_000_002])
+    (chunk,) = ks.query_chunks(1000)
+    assert len(chunk) == 1_000_002
+    from gestore_retention.graph.keys import key_filter
+
+    q = key_filter("pk", chunk)
+    assert ("pk__in", [2_000_000, 2_000_002]) in q.children
+    probes = [0, 1, 500_000, 1_000_000, 1_000_001, 2_000_000, 2_000_001, 2_000_002]
+    assert [n for n in probes if _matches(q, n)] == [1, 500_000, 1_000_000, 2_000_000, 2_000_002]
