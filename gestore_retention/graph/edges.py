@@ -102,9 +102,7 @@ class Follower:
     def keys(self, qs, field="pk"):
         """Return the KeySet of the non-null values of one column over `qs`."""
         builder = KeySetBuilder()
-        for (v,) in self.values(qs, field):
-            if v is not None:
-                builder.add(v)
+        builder.extend(v for (v,) in self.values(qs, field) if v is not None)
         return builder.build()
 
     def ct(self, model, for_concrete_model=True):

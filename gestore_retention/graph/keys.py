@@ -262,8 +262,19 @@ class KeySetBuilder:
                     self._segments = [self._merged()]
             self._other |= keys._other
             return
+        self.extend(keys)
+
+    def extend(self, keys):
+        """Add every key of an iterable (the loop of add(), inlined: it runs per row)."""
+        buffer, other = self._buffer, self._other
         for key in keys:
-            self.add(key)
+            if type(key) is int and _MIN <= key < _MAX:  # noqa: E721  (as _is_int)
+                buffer.append(key)
+                if len(buffer) >= FLUSH_AT:
+                    self._flush()
+                    buffer = self._buffer
+            else:
+                other.add(key)
 
     def _flush(self):
         if self._buffer:

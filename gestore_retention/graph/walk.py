@@ -607,7 +607,11 @@ class _Walker:
         targets = defaultdict(KeySetBuilder)  # {field index: values}
         generic = defaultdict(lambda: defaultdict(set))  # {gfk index: {content type id: {object id}}}
         for chunk in query_chunks(pks, self.follow.batch):
-            for row in self.values(self.qs(model).filter(key_filter("pk", chunk)), *columns):
+            rows = self.values(self.qs(model).filter(key_filter("pk", chunk)), *columns)
+            if len(fks) == 1 and not gfks:  # the common case, per row: one column into one builder
+                targets[0].extend(v for (v,) in rows if v is not None)
+                continue
+            for row in rows:
                 for i in range(len(fks)):
                     if row[i] is not None:
                         targets[i].add(row[i])
@@ -616,10 +620,13 @@ class _Walker:
                     if ct_id is not None and obj_id is not None:
                         generic[j][ct_id].add(obj_id)
         model_label = relations.label(model)
-        for i, values in targets.items():
+        for i, builder in targets.items():
+            values = builder.build()
+            if not values:  # the column is NULL in every row
+                continue
             f = fks[i]
             edge = Edge("forward", model_label, relations.label(f.related_model), f"{model_label}.{f.name}", f)
-            yield edge, self.follow.forward_pks(f, values.build())
+            yield edge, self.follow.forward_pks(f, values)
         from django.contrib.contenttypes.models import ContentType
 
         for j, by_ct in generic.items():
