@@ -289,7 +289,8 @@ def _read(values_query, using, encoders):
     of reading rows in Python is per value.
     """
     compiler = values_query.query.get_compiler(using=using)
-    results = compiler.execute_sql(MULTI)
+    # A query reads at most a chunk of keys' rows: fetch them in a few calls, not one per 100 rows.
+    results = compiler.execute_sql(MULTI, chunk_size=2000)
     expressions = [s[0] for s in compiler.select[: compiler.col_count]]
     converters = compiler.get_converters(expressions)
     connection = compiler.connection
@@ -476,6 +477,7 @@ class Export:
         label, label_json = codec.label_lower, _encode(codec.label_lower)
         natural_key = None
         hashes = self._hashes[label] if role in ("owned", "update") else None
+        counts = self.counts[role]
         for pk, fields, json_null in codec.rows(qs, pks, self.batch, **fetch_kw):
             if denied:
                 fields.update(denied)
@@ -486,8 +488,9 @@ class Export:
                     natural_key = _natural_key(codec.model, pk, self.plan.using)
             record = _record(label, label_json, role, pk, fields, json_null, natural_key)
             if hashes is not None:
-                hashes.update(record.text.encode() + b"\n")
-            self.counts[role][label] += 1
+                hashes.update(record.text.encode())
+                hashes.update(b"\n")
+            counts[label] += 1
             yield record
 
     def _files(self, codec, qs, pks):
