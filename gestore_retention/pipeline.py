@@ -121,7 +121,7 @@ def open_records(bundle, keyring=None):
 def verify_bundle(bundle, plan, *, keyring=None, now=None, then=None):
     """Read the stored bundle back and prove it restores over `plan` (rolled back)."""
     now = now or timezone.now()
-    report = verify_restores(plan, open_records(bundle, keyring))
+    report = verify_restores(plan, open_records(bundle, keyring), expected_digest=bundle.owned_digest)
     with transaction.atomic(using=plan.using):
         Bundle.objects.using(plan.using).filter(pk=bundle.pk).update(verified_at=now)
         audit.append(

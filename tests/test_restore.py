@@ -72,6 +72,54 @@ def test_verification_rolls_back_and_catches_a_bad_record():
     assert diff(before, snapshot()) == []
 
 
+def test_verification_by_digest_reads_the_records_once_and_says_where_it_differs():
+    org = tenant("acme")
+    before = snapshot()
+    plan = walk([org], scope=SCOPE)
+    records, digest = export(plan)
+    opened = []
+
+    def factory():
+        opened.append(1)
+        return iter(records)
+
+    report = verify_restores(plan, factory, expected_digest=digest)
+    assert report.ok and len(opened) == 1 and report.compared == plan.total_owned + sum(
+        len(pks) for per in plan.updates.values() for pks in per.values())
+    assert diff(before, snapshot()) == []
+    bad = [dict(r, fields=dict(r["fields"], name="changed")) if r["model"] == "demoapp.project" and r["role"] == "owned" else r for r in records]
+    calls = iter([bad, records])  # the second read, to say where, gets the original records
+    with pytest.raises(VerificationFailed, match="field 'name': exported .*, restored 'changed'"):
+        verify_restores(plan, lambda: iter(next(calls)), expected_digest=digest)
+    with pytest.raises(VerificationFailed, match="do not hash to the export's digest"):
+        verify_restores(plan, lambda: iter(records), expected_digest="0" * 64)
+    assert diff(before, snapshot()) == []
+
+
+def test_verification_by_digest_checks_the_stored_files(settings, tmp_path):
+    from django.core.files.base import ContentFile
+
+    from tests.caseapp.models import Doc
+
+    settings.MEDIA_ROOT = str(tmp_path)
+    d = Doc(title="r")
+    d.attachment.save("report.pdf", ContentFile(b"the bytes"))
+    plan = walk([d])
+    records, digest = export(plan)
+    assert verify_restores(plan, lambda: iter(records), expected_digest=digest).ok
+    assert (tmp_path / "docs" / "report.pdf").read_bytes() == b"the bytes"
+    tampered = [dict(r, fields={"attachment": dict(r["fields"]["attachment"], data="b3RoZXI=")})
+                if r["role"] == "file" else r for r in records]
+    with pytest.raises(RestoreError, match="exists in storage with other content"):
+        verify_restores(plan, lambda: iter(tampered), expected_digest=digest)
+    assert (tmp_path / "docs" / "report.pdf").read_bytes() == b"the bytes"
+    # A file gone from storage: the trial writes it from the bundle, checks it, and removes it again.
+    (tmp_path / "docs" / "report.pdf").unlink()
+    report = verify_restores(plan, lambda: iter(records), expected_digest=digest)
+    assert report.ok and report.compared == plan.total_owned + 1
+    assert not (tmp_path / "docs" / "report.pdf").exists()
+
+
 def test_erase_refuses_when_a_row_arrived_after_export():
     org = tenant("acme")
     plan = walk([org], scope=SCOPE)
