@@ -293,15 +293,6 @@ def _read(values_query, using, encoders):
     results = compiler.execute_sql(MULTI, chunk_size=2000)
     expressions = [s[0] for s in compiler.select[: compiler.col_count]]
     converters = compiler.get_converters(expressions)
-    connection = compiler.connection
-    readers = []
-    for position, enc in enumerate(encoders):
-        convs, expression = converters.get(position, ((), None))
-        fast = _raw_reader(connection, expression, convs, enc)
-        if fast is not None:
-            readers.append((position, fast))
-        elif convs or enc is not _identity:
-            readers.append((position, _reader(convs, expression, connection, enc)))
     if compiler.has_composite_fields(expressions):
         # A composite key reads as several columns: Django converts and joins them first.
         rows = compiler.composite_fields_to_tuples(
@@ -314,6 +305,15 @@ def _read(values_query, using, encoders):
                     row[position] = enc(row[position])
             yield row
         return
+    connection = compiler.connection
+    readers = []
+    for position, enc in enumerate(encoders):
+        convs, expression = converters.get(position, ((), None))
+        fast = _raw_reader(connection, expression, convs, enc)
+        if fast is not None:
+            readers.append((position, fast))
+        elif convs or enc is not _identity:
+            readers.append((position, _reader(convs, expression, connection, enc)))
     for rows in results:
         for row in rows:
             row = list(row)
