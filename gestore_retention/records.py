@@ -116,20 +116,36 @@ def _encode_row(codecs, row):
     return {name: (None if v is None else enc(v)) for (name, enc), v in zip(codecs, row)}
 
 
-def _select(qs, chunk):
-    """Return (rows of `qs` among the keys `chunk`, the set to keep or None), ordered by pk.
+READ_ROWS = 20_000  # rows one range query reads at most (a dense stretch of keys)
 
-    A chunk of integer keys that fills at least half of its span is read as
-    one range (`pk >= first AND pk <= last`) and the rows of other keys in the
-    span are dropped by the caller: far cheaper than an IN list of a thousand
-    parameters (to compile, to bind, and for the server to plan). Other
-    chunks use IN.
+
+def _selects(qs, pks, batch):
+    """Yield (query, keys to keep or None) covering `pks` of `qs`, each ordered by pk.
+
+    A stretch of integer keys that fills at least half of its span is read
+    as one range (`pk >= first AND pk <= last`), up to READ_ROWS keys, and
+    the rows of other keys in the span are dropped by the caller: far
+    cheaper than IN lists of `batch` parameters (to compile, to bind, and
+    for the server to plan, query after query). Other keys use IN lists.
     """
+    for stretch in _chunks(pks, max(batch, READ_ROWS)):
+        if _dense(stretch):
+            yield _range(qs, stretch)
+            continue
+        for i in range(0, len(stretch), batch):
+            chunk = stretch[i : i + batch]
+            yield _range(qs, chunk) if _dense(chunk) else (qs.filter(pk__in=chunk).order_by("pk"), None)
+
+
+def _dense(chunk):
     first, last = chunk[0], chunk[-1]
-    if type(first) is int and type(last) is int and last - first + 1 <= 2 * len(chunk):  # noqa: E721
-        keep = None if last - first + 1 == len(chunk) else set(chunk)
-        return qs.filter(pk__gte=first, pk__lte=last).order_by("pk"), keep
-    return qs.filter(pk__in=chunk).order_by("pk"), None
+    return type(first) is int and type(last) is int and last - first + 1 <= 2 * len(chunk)  # noqa: E721
+
+
+def _range(qs, chunk):
+    first, last = chunk[0], chunk[-1]
+    keep = None if last - first + 1 == len(chunk) else set(chunk)
+    return qs.filter(pk__gte=first, pk__lte=last).order_by("pk"), keep
 
 
 def _canonical_encoder():
@@ -259,8 +275,7 @@ class ModelCodec:
             if as_text is not None:
                 columns[i] = f"_iso_{i}"
                 formatted[columns[i]], encoders[i] = as_text(attname), _iso_text
-        for chunk in _chunks(pks, batch):
-            query, keep = _select(qs, chunk)
+        for query, keep in _selects(qs, pks, batch):
             if flags or formatted:
                 query = query.annotate(**flags, **formatted)
             for row in _read(query.values_list(self.pk_attname, *columns, *flags), using,
@@ -498,8 +513,7 @@ class Export:
         file_fields = [f for f in codec.model._meta.local_concrete_fields
                        if isinstance(f, models.FileField) and f.name not in excluded]
         for f in file_fields:
-            for chunk in _chunks(pks, self.batch):
-                rows, keep = _select(qs, chunk)
+            for rows, keep in _selects(qs, pks, self.batch):
                 for pk, name in rows.exclude(**{f.attname: ""}).values_list(codec.pk_attname, f.attname):
                     if not name or (keep is not None and pk not in keep):
                         continue
