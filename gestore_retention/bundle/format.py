@@ -225,6 +225,10 @@ def _reject_constant(name):
     raise ValueError(f"{name} is not JSON")
 
 
+# One decoder for the process: json.loads with options builds a new one per line.
+_decode = json.JSONDecoder(parse_constant=_reject_constant).decode
+
+
 class _NumberTooLong(ValueError):
     pass
 
@@ -407,7 +411,7 @@ class OpenedBundle:
                 value = json.loads(line, parse_constant=_reject_constant,
                                    parse_int=_bounded(int, limit), parse_float=_bounded(float, limit))
             else:
-                value = json.loads(line, parse_constant=_reject_constant)
+                value = _decode(line.decode("utf-8"))
         except RecursionError:
             raise self._error(f"line {number} is nested deeper than {self.limits.max_depth}") from None
         except _NumberTooLong as exc:
