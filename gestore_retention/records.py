@@ -250,9 +250,10 @@ def default_deny():
 class Export:
     """Stream a Plan's rows as records.
 
-    Iterate `records()` once; afterwards `counts` ({role: {label: n}}) and
+    Iterate `records()` once; afterwards `counts` ({role: {label: n}}),
     `digest` (SHA-256 over the canonical owned and update records, which the
-    erase guard recomputes) are set.
+    erase guard recomputes) and `chunks` (the same owned records hashed per
+    chunk of keys, so a batched erase can check one chunk at a time) are set.
     """
 
     def __init__(self, plan, *, batch_size=None, storage=None):
@@ -262,6 +263,12 @@ class Export:
         self.counts = defaultdict(lambda: defaultdict(int))
         self.digest = None
         self._hashes = defaultdict(hashlib.sha256)  # {label_lower: sha256 of its owned+update records}
+        self.owned_chunks = defaultdict(list)  # {label: [[first key, last key, records, sha256 hex], ...]}
+
+    @property
+    def chunks(self):
+        """Return {"size": keys per chunk, "owned": {label: [[first, last, records, sha256], ...]}} (JSON)."""
+        return {"size": self.batch, "owned": dict(self.owned_chunks)}
 
     def models(self):
         labels = set(self.plan.owned) | set(self.plan.references) | set(self.plan.updates)
@@ -281,7 +288,7 @@ class Export:
             if lb in plan.references:
                 yield from self._emit(codec, qs, plan.references[lb], "reference")
             if lb in plan.owned:
-                yield from self._emit(codec, qs, plan.owned[lb], "owned")
+                yield from self._owned(codec, qs, lb, plan.owned[lb])
                 if plan.scope.include_files:
                     yield from self._files(codec, qs, plan.owned[lb])
         yield from self._updates(ordered)
@@ -304,7 +311,18 @@ class Export:
             total.update(f"{lb}:{self._hashes[lb].hexdigest()}\n".encode())
         return total.hexdigest()
 
-    def _emit(self, codec, qs, pks, role, **fetch_kw):
+    def _owned(self, codec, qs, model_label, pks):
+        """Emit the owned records of `pks` chunk by chunk (sorted keys), hashing each chunk."""
+        for chunk in _chunks(pks, self.batch):
+            chunk_hash = hashlib.sha256()
+            before = self.counts["owned"][codec.label_lower]
+            yield from self._emit(codec, qs, chunk, "owned", chunk_hash=chunk_hash)
+            self.owned_chunks[model_label].append([
+                codec.pk_encoder(chunk[0]), codec.pk_encoder(chunk[-1]),
+                self.counts["owned"][codec.label_lower] - before, chunk_hash.hexdigest(),
+            ])
+
+    def _emit(self, codec, qs, pks, role, chunk_hash=None, **fetch_kw):
         natural = relations.is_natural_key_model(codec.model)
         content_type = codec.model._meta.label == "contenttypes.ContentType"
         # Another person's credentials never leave with someone else's data:
@@ -331,7 +349,10 @@ class Export:
                 else:
                     record["natural_key"] = _natural_key(codec.model, pk, self.plan.using)
             if role in ("owned", "update"):
-                self._hashes[codec.label_lower].update(canonical(record).encode() + b"\n")
+                line = canonical(record).encode() + b"\n"
+                self._hashes[codec.label_lower].update(line)
+                if chunk_hash is not None:
+                    chunk_hash.update(line)
             self.counts[role][codec.label_lower] += 1
             yield record
 
@@ -383,6 +404,25 @@ def owned_digest(plan, *, batch_size=None):
     for _ in exp._updates(ordered):
         pass
     return exp.final_digest()
+
+
+def chunk_digest(plan, model_label, keys, *, lock=False):
+    """Return (records, sha256 hex) of the owned rows `keys` as they are now, for one stored chunk.
+
+    `keys` are the chunk's keys still present; equal to the chunk's entry in
+    `Export(...).chunks` when none of its rows changed or went. With `lock`
+    (inside a transaction) the rows are read FOR UPDATE on PostgreSQL and
+    MySQL/MariaDB, so they cannot change before the transaction ends.
+    """
+    keys = list(keys)
+    exp = Export(plan, batch_size=max(len(keys), 1))  # one query, like the export's chunk
+    model = relations.get_model(model_label)
+    qs = model._base_manager.using(plan.using)
+    qs = qs.select_for_update() if lock else qs
+    chunk_hash = hashlib.sha256()
+    for _ in exp._emit(exp.codec(model), qs, keys, "owned", chunk_hash=chunk_hash):
+        pass
+    return sum(exp.counts["owned"].values()), chunk_hash.hexdigest()
 
 
 def schema(labels):
