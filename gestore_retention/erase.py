@@ -308,7 +308,7 @@ def _partly(exc, erased, resume):
                 "nothing else was deleted, the rest must be exported again",) + exc.args[1:]
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity
 class _Chunk:
     """One stored chunk of a bundle's owned rows, with the keys of it still present."""
 
@@ -444,10 +444,12 @@ def _batch_plan(fresh, group, pending):
             keys[c.label].extend(c.keys)
         plan = walk([(lb, k) for lb, ks in keys.items() for k in ks], scope=fresh.scope, using=fresh.using,
                     lock=True)
-        if plan.blockers:
-            raise blocked(plan)
-        # Rows the batch owns or changes must be its own; a later chunk's row joins it.
+        # Rows the batch owns, changes or is RESTRICTed by must be its own; a later chunk's row joins it.
         extra = defaultdict(set)  # {label: {pk}}
+        for b in plan.blockers:
+            if b.kind != "restrict":
+                raise blocked(plan)
+            extra[b.model] |= set(b.pks)
         for lb, pks in plan.owned.items():
             extra[lb] |= set(pks - KeySet(keys.get(lb, ())))
         for lb, per_field in plan.updates.items():
@@ -457,6 +459,8 @@ def _batch_plan(fresh, group, pending):
         if any(c.subject for c in group + joining):
             joining = list(pending)
         if not joining:
+            if plan.blockers:
+                raise blocked(plan)
             return plan
         for c in joining:
             pending.remove(c)

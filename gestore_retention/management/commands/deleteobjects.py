@@ -25,9 +25,10 @@ class Command(RetentionCommand):
         parser.add_argument("--dry-run", action="store_true",
                             help="Show what would be deleted, changed and exported; write nothing.")
         parser.add_argument("--batch-rows", type=positive, metavar="N", default=None,
-                            help="Erase a subject with more owned rows than N in batches of about N rows, "
-                                 "one transaction each, every batch checked against the bundle and showing "
-                                 'progress (default: GESTORE_RETENTION["ERASE_BATCH_ROWS"], 50000).')
+                            help="Erase a subject with more owned rows than N in batches of about N rows "
+                                 "(whole chunks of the export's BATCH_SIZE keys), one transaction each, every "
+                                 "batch checked against the bundle, with progress on stderr "
+                                 '(default: GESTORE_RETENTION["ERASE_BATCH_ROWS"], 50000).')
 
     def handle(self, *args, **opts):
         objects = self.objects(opts["objects"])
