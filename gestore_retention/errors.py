@@ -39,7 +39,15 @@ class RestoreError(RetentionError):
 
 
 class EraseRefused(RetentionError):
-    """Erasure was refused: the subject changed, is on hold, or is protected."""
+    """Erasure was refused: the subject changed, is on hold, or is protected.
+
+    `partial` is set when earlier batches of a batched erase committed (the
+    subject is partly erased, every deleted row in the verified bundle, so
+    that bundle must be kept); `erased` counts the rows this call deleted.
+    """
+
+    partial = False
+    erased = 0
 
 
 class SubjectHeld(EraseRefused):

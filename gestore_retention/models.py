@@ -48,6 +48,9 @@ class Bundle(models.Model):
     size = models.BigIntegerField(help_text="Size of the stored file in bytes.")
     owned_digest = models.CharField(max_length=64, help_text="Digest of the owned rows; the erase guard compares it.")
     counts = models.JSONField(default=dict, help_text="Records per model and role.")
+    chunks = models.JSONField(default=dict, blank=True, help_text=(
+        "Owned records hashed per chunk of sorted keys ({size, owned: {label: [[first, last, n, sha256]]}}); "
+        "a batched erase checks one chunk at a time. Empty for bundles made before it existed."))
     verified_at = models.DateTimeField(null=True, blank=True, help_text="When a trial restore proved the bundle.")
     expires_at = models.DateTimeField(null=True, blank=True, help_text="When the bundle may be destroyed.")
 

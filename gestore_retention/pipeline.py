@@ -19,7 +19,7 @@ from .erase import blocked, erase_subjects
 from .errors import EraseRefused, SubjectHeld
 from .restore import NEVER
 from .graph.walk import Scope, walk
-from .models import Bundle
+from .models import AuditEvent, Bundle
 from .records import Export, schema
 from .verify import verify_restores
 
@@ -94,7 +94,7 @@ def _record_bundle(plan, sealed, exp, bundle_id, storage, origin, now, action, t
         bundle = Bundle.objects.using(plan.using).create(
             id=bundle_id, storage=storage, name=sealed.name, subject_label=label, subject_pk=pk,
             policy=origin.policy, policy_hash=origin.policy_hash, created_at=now,
-            sha256=sealed.sha256, size=sealed.size, owned_digest=exp.digest,
+            sha256=sealed.sha256, size=sealed.size, owned_digest=exp.digest, chunks=exp.chunks,
             counts={role: dict(c) for role, c in exp.counts.items()},
             expires_at=now + origin.keep_for if origin.keep_for else None,
         )
@@ -135,25 +135,49 @@ def verify_bundle(bundle, plan, *, keyring=None, now=None, then=None):
     return report
 
 
-def erase_subject(bundle, *, scope=None, precheck=None, on_erased=None, now=None, using="default"):
-    """Erase the bundle's subject, guarded by the verified bundle's digest."""
+def erase_subject(bundle, *, scope=None, precheck=None, on_erased=None, now=None, using="default",
+                  batch_rows=None, on_batch=None, on_batch_erased=None):
+    """Erase the bundle's subject, guarded by the verified bundle's digest.
+
+    A subject with more owned rows than `batch_rows` (ERASE_BATCH_ROWS) is
+    erased in batches, each with an "erase-batch" audit event in its own
+    transaction and the last with the "erase" event (its counts cover every
+    batch); `on_batch(done, total, label)` reports progress. When the audit
+    log shows batches of this bundle committed already (a crash, a stopped
+    worker), the erase resumes after them.
+    """
     if bundle.verified_at is None:
         raise EraseRefused(f"bundle {bundle.id} is not verified; refusing to erase")
     now = now or timezone.now()
     subjects = [(bundle.subject_label, _pk(bundle))]
+    earlier = list(AuditEvent.objects.using(using).filter(
+        action="erase-batch", outcome="ok", bundle_id=bundle.id).values_list("details", flat=True))
+    event = {"subject_label": bundle.subject_label, "subject_pk": bundle.subject_pk, "policy": bundle.policy,
+             "policy_hash": bundle.policy_hash, "bundle_id": bundle.id, "now": now, "using": using}
+
+    def record_batch(result):
+        audit.append("erase-batch", **event, details={
+            "batch": len(earlier), "deleted": result.total, "updated": sum(result.updated.values()),
+            "files": result.files})
+        earlier.append({"deleted": result.total, "updated": sum(result.updated.values()), "files": result.files})
+        if on_batch_erased is not None:
+            on_batch_erased(result)
 
     def record(result):
-        audit.append(
-            "erase", subject_label=bundle.subject_label, subject_pk=bundle.subject_pk,
-            policy=bundle.policy, policy_hash=bundle.policy_hash, bundle_id=bundle.id, now=now,
-            using=using, details={"deleted": result.total, "updated": sum(result.updated.values()),
-                                  "files": result.files},
-        )
+        # The erase event sums every batch of this bundle, earlier runs' included.
+        details = {"deleted": result.total, "updated": sum(result.updated.values()), "files": result.files}
+        if earlier:
+            # `result` covers this call's batches; add those of earlier runs.
+            details = {k: v + sum(e.get(k, 0) for e in earlier[:resumed_at]) for k, v in details.items()}
+            details["batches"] = len(earlier) + 1
+        audit.append("erase", **event, details=details)
         if on_erased is not None:
             on_erased(result)
 
+    resumed_at = len(earlier)
     return erase_subjects(subjects, scope=scope or Scope(), using=using, expected_digest=bundle.owned_digest,
-                          precheck=precheck, on_erased=record)
+                          precheck=precheck, on_erased=record, chunks=bundle.chunks, batch_rows=batch_rows,
+                          resume=bool(earlier), on_batch_erased=record_batch, on_batch=on_batch)
 
 
 def _pk(bundle):
@@ -186,10 +210,11 @@ def refuse_erasure(plan):
         raise SubjectHeld(f"a legal hold forbids this erasure: {'; '.join(held)}; nothing was exported or deleted")
 
 
-def archive_and_erase(obj, *, scope=None, using="default", origin=Origin(), keyring=None, now=None):
+def archive_and_erase(obj, *, scope=None, using="default", origin=Origin(), keyring=None, now=None,
+                      batch_rows=None, on_batch=None):
     """Run the whole pipeline for one subject outside any policy (deleteobjects).
 
-    Return (bundle, EraseResult). Nothing is deleted unless the bundle was
+    Return (bundle, EraseResult); `batch_rows` and `on_batch` as in erase_subject. Nothing is deleted unless the bundle was
     stored and its trial restore reproduced every row; nothing is exported
     when `refuse_erasure` refuses, and the subject's hold is checked again
     inside the erase transaction.
@@ -204,4 +229,5 @@ def archive_and_erase(obj, *, scope=None, using="default", origin=Origin(), keyr
         if holds.is_held(label, pk, using=using):
             raise SubjectHeld(f"{label} {pk} was placed under a legal hold meanwhile; nothing deleted")
 
-    return bundle, erase_subject(bundle, scope=scope, using=using, now=now, precheck=hold_check)
+    return bundle, erase_subject(bundle, scope=scope, using=using, now=now, precheck=hold_check,
+                                 batch_rows=batch_rows, on_batch=on_batch)

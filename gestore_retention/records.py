@@ -39,6 +39,7 @@ from django.utils.duration import duration_string
 from . import conf
 from .errors import BundleError
 from .graph import relations
+from .graph.keys import KeySet
 from .graph.walk import _chunks
 
 ROLES = ("reference", "owned", "update", "file")
@@ -420,9 +421,10 @@ def default_deny():
 class Export:
     """Stream a Plan's rows as records.
 
-    Iterate `records()` once; afterwards `counts` ({role: {label: n}}) and
+    Iterate `records()` once; afterwards `counts` ({role: {label: n}}),
     `digest` (SHA-256 over the canonical owned and update records, which the
-    erase guard recomputes) are set.
+    erase guard recomputes) and `chunks` (the same owned records hashed per
+    chunk of keys, so a batched erase can check one chunk at a time) are set.
     """
 
     def __init__(self, plan, *, batch_size=None, storage=None):
@@ -432,6 +434,12 @@ class Export:
         self.counts = defaultdict(lambda: defaultdict(int))
         self.digest = None
         self._hashes = defaultdict(hashlib.sha256)  # {label_lower: sha256 of its owned+update records}
+        self.owned_chunks = defaultdict(list)  # {label: [[first key, last key, records, sha256 hex], ...]}
+
+    @property
+    def chunks(self):
+        """Return {"size": keys per chunk, "owned": {label: [[first, last, records, sha256], ...]}} (JSON)."""
+        return {"size": self.batch, "owned": dict(self.owned_chunks)}
 
     def models(self):
         labels = set(self.plan.owned) | set(self.plan.references) | set(self.plan.updates)
@@ -451,7 +459,7 @@ class Export:
             if lb in plan.references:
                 yield from self._emit(codec, qs, plan.references[lb], "reference")
             if lb in plan.owned:
-                yield from self._emit(codec, qs, plan.owned[lb], "owned")
+                yield from self._owned(codec, qs, lb, plan.owned[lb])
                 if plan.scope.include_files:
                     yield from self._files(codec, qs, plan.owned[lb])
         yield from self._updates(ordered)
@@ -473,6 +481,34 @@ class Export:
         for lb in sorted(self._hashes):
             total.update(f"{lb}:{self._hashes[lb].hexdigest()}\n".encode())
         return total.hexdigest()
+
+    def _owned(self, codec, qs, model_label, pks):
+        """Emit the owned records of `pks`, hashing them per chunk of `batch` sorted keys (`chunks`).
+
+        Integer keys are read in one stream (wide range queries) and each row
+        is counted in its chunk by key; other keys are read chunk by chunk, as
+        the database may order them unlike Python.
+        """
+        out = self.owned_chunks[model_label]
+        one_stream = isinstance(pks, KeySet) and not pks._other
+        stream = self._emit(codec, qs, pks, "owned") if one_stream else None
+        record = next(stream, None) if one_stream else None
+        for chunk in _chunks(pks, self.batch):
+            digest, n = hashlib.sha256(), 0
+            if one_stream:
+                while record is not None and record["pk"] <= chunk[-1]:
+                    digest.update(record.text.encode())
+                    digest.update(b"\n")
+                    n += 1
+                    yield record
+                    record = next(stream, None)
+            else:
+                for record in self._emit(codec, qs, chunk, "owned"):
+                    digest.update(record.text.encode())
+                    digest.update(b"\n")
+                    n += 1
+                    yield record
+            out.append([codec.pk_encoder(chunk[0]), codec.pk_encoder(chunk[-1]), n, digest.hexdigest()])
 
     def _emit(self, codec, qs, pks, role, **fetch_kw):
         natural = relations.is_natural_key_model(codec.model)
@@ -555,6 +591,27 @@ def owned_digest(plan, *, batch_size=None):
     for _ in exp._updates(ordered):
         pass
     return exp.final_digest()
+
+
+def chunk_digest(plan, model_label, keys, *, lock=False):
+    """Return (records, sha256 hex) of the owned rows `keys` as they are now, for one stored chunk.
+
+    `keys` are the chunk's keys still present; equal to the chunk's entry in
+    `Export(...).chunks` when none of its rows changed or went. With `lock`
+    (inside a transaction) the rows are read FOR UPDATE on PostgreSQL and
+    MySQL/MariaDB, so they cannot change before the transaction ends.
+    """
+    keys = list(keys)
+    exp = Export(plan, batch_size=max(len(keys), 1))  # one query, like the export's chunk
+    model = relations.get_model(model_label)
+    qs = model._base_manager.using(plan.using)
+    qs = qs.select_for_update() if lock else qs
+    digest, n = hashlib.sha256(), 0
+    for record in exp._emit(exp.codec(model), qs, keys, "owned"):
+        digest.update(record.text.encode())
+        digest.update(b"\n")
+        n += 1
+    return n, digest.hexdigest()
 
 
 def schema(labels):

@@ -136,6 +136,13 @@ def advance(job, to, *, token, now, using="default", **fields):
         setattr(job, k, v)
 
 
+def renew(job, *, token, now, using="default"):
+    """Extend our lease on `job` (between the batches of a long erase); raise LeaseLost if it is gone."""
+    lease = max(now, timezone.now()) + dt.timedelta(seconds=conf.get("LEASE_SECONDS"))
+    if not Job.objects.using(using).filter(pk=job.pk, stage=job.stage, lease_owner=token).update(lease_until=lease):
+        raise LeaseLost(f"job {job.pk}: lease lost during a batched erase")
+
+
 def process_job(job_id, policy, *, now=None, token=None, using="default", keyring=None):
     """Drive one job as far as it goes; return its stage. Safe to call twice."""
     token = token or uuid.uuid4().hex
@@ -224,6 +231,8 @@ def _drive(job, policy, *, token, now, using, keyring):
                 erase_subject(
                     job.bundle, scope=scope, precheck=hold_check, now=now, using=using,
                     on_erased=lambda r: advance(job, Job.ERASED, token=token, now=now, using=using),
+                    # Each batch commits with a fresh lease: no second worker starts on the same subject.
+                    on_batch_erased=lambda r: renew(job, token=token, now=now, using=using),
                 )
             except _Held:
                 advance(job, Job.HELD, token=token, now=now, using=using)
@@ -232,17 +241,24 @@ def _drive(job, policy, *, token, now, using, keyring):
                              bundle_id=job.bundle_id, details={"reason": "legal-hold"}, now=now, using=using)
             except EraseRefused as exc:
                 # New or changed rows since export: delete nothing, drop the
-                # stale bundle, and export again on the next run.
+                # stale bundle, and export again on the next run. A batched
+                # erase refused part-way keeps its bundle: it holds the rows
+                # the committed batches deleted.
                 stale = job.bundle
+                details = {"reason": "changed-since-export"}
+                if exc.partial:
+                    details.update(partial=True, erased=exc.erased)
                 with transaction.atomic(using=using):
                     advance(job, Job.PENDING, token=token, now=now, using=using, bundle=None,
                             exports=job.exports + 1, last_error=str(exc)[:2000])
                     audit.append("erase", outcome="refused", subject_label=job.subject_label,
                                  subject_pk=job.subject_pk, policy=policy.name,
                                  policy_hash=policy.text_hash, bundle_id=stale.id,
-                                 details={"reason": "changed-since-export"}, now=now, using=using)
-                    Bundle.objects.using(using).filter(pk=stale.pk).delete()
-                discard_files(stale.storage, stale.name, f"{stale.name}.minisig")
+                                 details=details, now=now, using=using)
+                    if not exc.partial:
+                        Bundle.objects.using(using).filter(pk=stale.pk).delete()
+                if not exc.partial:
+                    discard_files(stale.storage, stale.name, f"{stale.name}.minisig")
                 break
         elif job.stage == Job.ERASED:
             advance(job, Job.CLOSED, token=token, now=now, using=using)

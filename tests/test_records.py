@@ -171,3 +171,26 @@ def test_a_decrypted_payload_loads_with_loaddata(tmp_path):
         assert current(pk) == before[pk], pk
     assert c.Lid.objects.get().color == "red" and c.Label.objects.get().target.pk == box_pk
     assert c.Slot.objects.get().pk == (box_pk, 1)
+
+
+def test_chunk_digests_of_the_export_are_what_the_erase_recomputes():
+    """Per-chunk digests: integer keys hashed from one stream, UUID keys chunk by chunk, both as chunk_digest sees them."""
+    from gestore_retention.graph.walk import _chunks
+    from gestore_retention.records import chunk_digest
+
+    box = c.Box.objects.create(code="chunks")
+    for _ in range(10):
+        crate = c.Crate.objects.create(box=box)
+        for n in range(3):
+            c.Bottle.objects.create(crate=crate, sku=c.Sku.objects.get_or_create(code=f"s{n}")[0])
+    plan = walk([box])
+    exp = Export(plan, batch_size=4)
+    list(exp.records())
+    chunks = exp.chunks
+    assert chunks["size"] == 4 and {"app.Crate", "app.Bottle"} <= set(chunks["owned"])
+    for label, entries in chunks["owned"].items():
+        keys = list(_chunks(plan.owned[label], 4))
+        assert len(entries) == len(keys), label
+        for (first, last, n, sha), chunk in zip(entries, keys):
+            assert (n, sha) == chunk_digest(plan, label, chunk), (label, first)
+            assert n == len(chunk)

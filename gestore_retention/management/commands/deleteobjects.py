@@ -1,4 +1,6 @@
 """deleteobjects: archive, verify, then erase objects and what they own."""
+import argparse
+
 from django.core.management.base import CommandError
 
 from ...errors import EraseRefused
@@ -22,6 +24,11 @@ class Command(RetentionCommand):
         parser.add_argument("objects", nargs="+", metavar="OBJECT", help="e.g. demoapp.Organisation.42")
         parser.add_argument("--dry-run", action="store_true",
                             help="Show what would be deleted, changed and exported; write nothing.")
+        parser.add_argument("--batch-rows", type=positive, metavar="N", default=None,
+                            help="Erase a subject with more owned rows than N in batches of about N rows "
+                                 "(whole chunks of the export's BATCH_SIZE keys), one transaction each, every "
+                                 "batch checked against the bundle, with progress on stderr "
+                                 '(default: GESTORE_RETENTION["ERASE_BATCH_ROWS"], 50000).')
 
     def handle(self, *args, **opts):
         objects = self.objects(opts["objects"])
@@ -35,7 +42,9 @@ class Command(RetentionCommand):
             refuse_erasure(plan)
         for (model, pk), plan in zip(objects, plans):
             spec = f"{model._meta.label}.{pk}"
-            bundle, result = archive_and_erase((model, pk), using=using)
+            progress = (lambda done, total, label: self.progress(done, total, label)) if opts["verbosity"] else None
+            bundle, result = archive_and_erase((model, pk), using=using, batch_rows=opts["batch_rows"],
+                                               on_batch=progress)
             self.stdout.write(
                 f"{spec}: deleted {result.total} rows; bundle {bundle.id} ({bundle.storage}:{bundle.name})"
             )
@@ -58,3 +67,14 @@ class Command(RetentionCommand):
                 refused.append(f"{spec}: {exc}")
         if refused:
             raise CommandError("dry run: the erasure would be refused: " + " | ".join(refused))
+
+
+def positive(text):
+    """argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
