@@ -131,6 +131,7 @@ class _ModelInfo:
     auto_pk: bool  # the database assigns keys (AutoField)
     uniques: tuple  # ((field, ...), ...) unique sets without the pk
     gfks: tuple  # ((ct field, fk field), ...)
+    fk_targets: dict  # {field name: (related label, holds its pk: may be remapped, nullable: may be set later)}
 
 
 def _unique_sets(model):
@@ -168,6 +169,8 @@ def _info(model, cache={}):  # noqa: B006  (per-process cache of immutable metad
             auto_pk=isinstance(pk, AutoFieldMixin),
             uniques=_unique_sets(model),
             gfks=tuple((ct, fk) for _, ct, fk in relations.generic_foreign_keys(model)),
+            fk_targets={f.name: (relations.label(f.related_model), f.target_field.primary_key,
+                                 f.null and not f.primary_key) for f in fields if f.is_relation},
         )
     return cache[model]
 
@@ -339,8 +342,8 @@ class _Restorer:
         values = {} if info.composite else {info.pk.attname: pk}
         deferred = {}
         fields = record.get("fields") or {}
-        unknown = set(fields) - set(info.by_name)
-        if unknown:
+        if not fields.keys() <= info.by_name.keys():
+            unknown = set(fields) - set(info.by_name)
             raise RestoreError(f"{info.label} pk {record['pk']!r}: unknown field(s) {', '.join(sorted(unknown))}")
         for name, raw in fields.items():
             f = info.by_name[name]
@@ -350,11 +353,12 @@ class _Restorer:
                 value = None if raw is None else info.decoders[name](raw)
             except Exception as exc:
                 raise RestoreError(f"{info.label} pk {record['pk']!r}: field {name!r}: bad value {raw!r}: {exc}") from None
-            if f.is_relation and value is not None:
-                value = self.map_fk(f, value)
-                target = relations.label(f.related_model)
-                if f.null and not f.primary_key and (target not in self.done or target == info.label):
-                    deferred[f.name] = value
+            if value is not None and name in info.fk_targets:
+                target, to_pk, deferrable = info.fk_targets[name]
+                if to_pk and target in self.pk_maps:  # map_fk(), without looking up the target per value
+                    value = self.pk_maps[target].get(value, value)
+                if deferrable and (target not in self.done or target == info.label):
+                    deferred[name] = value
                     value = None
             values[f.attname] = value
         if complete and len(values) + len(deferred) < len(info.fields):
