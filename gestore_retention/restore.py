@@ -25,10 +25,13 @@ depend on a restored row in a model the bundle carries, are deleted; the
 bundle's rows win.
 """
 import base64
+import datetime
+import decimal
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
-from itertools import groupby
+from itertools import chain, groupby, repeat
+from operator import attrgetter
 
 from django.core.files.base import ContentFile
 from django.core.management.color import no_style
@@ -37,6 +40,7 @@ from django.db.models import JSONField, Value
 from django.db.models.base import ModelState
 from django.db.models.fields import AutoFieldMixin
 from django.db.models.signals import post_save, pre_save
+from django.db.models.sql import InsertQuery
 
 from . import conf
 from .errors import BundleError, RestoreError
@@ -127,6 +131,7 @@ class _ModelInfo:
     auto_pk: bool  # the database assigns keys (AutoField)
     uniques: tuple  # ((field, ...), ...) unique sets without the pk
     gfks: tuple  # ((ct field, fk field), ...)
+    fk_targets: dict  # {field name: (related label, holds its pk: may be remapped, nullable: may be set later)}
 
 
 def _unique_sets(model):
@@ -164,6 +169,8 @@ def _info(model, cache={}):  # noqa: B006  (per-process cache of immutable metad
             auto_pk=isinstance(pk, AutoFieldMixin),
             uniques=_unique_sets(model),
             gfks=tuple((ct, fk) for _, ct, fk in relations.generic_foreign_keys(model)),
+            fk_targets={f.name: (relations.label(f.related_model), f.target_field.primary_key,
+                                 f.null and not f.primary_key) for f in fields if f.is_relation},
         )
     return cache[model]
 
@@ -335,8 +342,8 @@ class _Restorer:
         values = {} if info.composite else {info.pk.attname: pk}
         deferred = {}
         fields = record.get("fields") or {}
-        unknown = set(fields) - set(info.by_name)
-        if unknown:
+        if not fields.keys() <= info.by_name.keys():
+            unknown = set(fields) - set(info.by_name)
             raise RestoreError(f"{info.label} pk {record['pk']!r}: unknown field(s) {', '.join(sorted(unknown))}")
         for name, raw in fields.items():
             f = info.by_name[name]
@@ -346,11 +353,12 @@ class _Restorer:
                 value = None if raw is None else info.decoders[name](raw)
             except Exception as exc:
                 raise RestoreError(f"{info.label} pk {record['pk']!r}: field {name!r}: bad value {raw!r}: {exc}") from None
-            if f.is_relation and value is not None:
-                value = self.map_fk(f, value)
-                target = relations.label(f.related_model)
-                if f.null and not f.primary_key and (target not in self.done or target == info.label):
-                    deferred[f.name] = value
+            if value is not None and name in info.fk_targets:
+                target, to_pk, deferrable = info.fk_targets[name]
+                if to_pk and target in self.pk_maps:  # map_fk(), without looking up the target per value
+                    value = self.pk_maps[target].get(value, value)
+                if deferrable and (target not in self.done or target == info.label):
+                    deferred[name] = value
                     value = None
             values[f.attname] = value
         if complete and len(values) + len(deferred) < len(info.fields):
@@ -455,9 +463,18 @@ class _Restorer:
         attnames = [f.attname for f in info.fields if f is not info.pk]
         by_pk = {pk: (values, deferred) for _, pk, values, deferred in rows}
         out = {}
-        for row in self.qs(info.model).filter(pk__in=pks).values_list("pk", *attnames):
+        qs = self.qs(info.model)
+        if all(type(pk) is int for pk in pks) and max(pks) - min(pks) < 2 * len(pks):  # noqa: E721
+            # Keys that fill half their span are read as one range, as records._select
+            # does: far cheaper than an IN list of a thousand parameters.
+            qs = qs.filter(pk__gte=min(pks), pk__lte=max(pks))
+        else:
+            qs = qs.filter(pk__in=pks)
+        for row in qs.values_list("pk", *attnames):
             pk = tuple(row[0]) if info.composite else row[0]
-            values, deferred = by_pk.get(pk, ({}, {}))
+            if pk not in by_pk:
+                continue  # in the range, not in the batch
+            values, deferred = by_pk[pk]
             merged = dict(values)
             merged.update((info.by_name[n].attname, v) for n, v in deferred.items())
             differs = tuple(
@@ -533,20 +550,12 @@ class _Restorer:
         if assign:
             fields = [f for f in fields if f is not info.pk]
         self.send(pre_save, info, objs)
-        ops = self.connection.ops
-        size = max(1, min(self.batch, ops.bulk_batch_size(fields, objs)))
-        for i in range(0, len(objs), size):
-            chunk = objs[i : i + size]
-            if assign:
-                returned = info.model._base_manager._insert(
-                    chunk, fields=fields, returning_fields=[info.pk], raw=True, using=self.using
-                )
-                if len(returned) != len(chunk):
-                    raise RestoreError(f"{info.label}: the database did not return the new keys")
-                for obj, (new,) in zip(chunk, returned):
-                    setattr(obj, info.pk.attname, new)
-            else:
-                info.model._base_manager._insert(chunk, fields=fields, raw=True, using=self.using)
+        if assign:
+            self.insert_returning(info, fields, objs)
+        elif not _plain_insert(self.connection, info.model, fields, objs):
+            size = max(1, min(self.batch, self.connection.ops.bulk_batch_size(fields, objs)))
+            for i in range(0, len(objs), size):
+                info.model._base_manager._insert(objs[i : i + size], fields=fields, raw=True, using=self.using)
         for obj, (src, deferred) in zip(objs, sources):
             pk = obj.pk if not info.composite else tuple(getattr(obj, f.attname) for f in info.pk_parts)
             if remap:
@@ -558,6 +567,19 @@ class _Restorer:
         self.counts["inserted" if role == "owned" else "ref_created"][info.label] += len(objs)
         self.touched_models.add(info.model)
         self.send(post_save, info, objs)
+
+    def insert_returning(self, info, fields, objs):
+        """Insert objs without their keys and set the keys the database gave them."""
+        size = max(1, min(self.batch, self.connection.ops.bulk_batch_size(fields, objs)))
+        for i in range(0, len(objs), size):
+            chunk = objs[i : i + size]
+            returned = info.model._base_manager._insert(
+                chunk, fields=fields, returning_fields=[info.pk], raw=True, using=self.using
+            )
+            if len(returned) != len(chunk):
+                raise RestoreError(f"{info.label}: the database did not return the new keys")
+            for obj, (new,) in zip(chunk, returned):
+                setattr(obj, info.pk.attname, new)
 
     def override(self, info, rows):
         """Overwrite existing rows with the bundle's values (mode "override")."""
@@ -773,6 +795,58 @@ class _Restorer:
             denied=dict(c["denied"]),
             mode=self.mode,
         )
+
+
+# Where Django's insert compiler sends plain values as one multi-row
+# INSERT ... VALUES (%s, ...), ... per batch, the statement _plain_insert builds.
+# On PostgreSQL it sends INSERT ... SELECT * FROM UNNEST(...), so it keeps it.
+PLAIN_INSERT_VENDORS = ("sqlite", "mysql")
+
+# Types that are never expressions (no resolve_expression() or as_sql()).
+PLAIN_TYPES = frozenset((type(None), bool, int, float, str, bytes, memoryview, decimal.Decimal, datetime.date,
+                         datetime.datetime, datetime.time, datetime.timedelta, uuid.UUID, dict, list))
+
+
+def _plain_insert(connection, model, fields, objs):
+    """Insert `objs` as `model._base_manager._insert(objs, fields, raw=True)` would; return False if not done.
+
+    Django's insert compiler, with raw=True, takes each value as it is on the
+    object (no pre_save(): auto_now keeps the bundle's value), passes it
+    through its field's get_db_prep_save() and gives it the placeholder "%s"
+    unless it is an expression or its field has a get_placeholder() of its
+    own. This sends the same statements with the same parameters, but builds
+    the SQL once and prepares the values a column at a time, where Django
+    compiles every value on its own. When a value before or after
+    get_db_prep_save() is not of a plain type (an expression such as a JSON
+    null or a db_default, or any other object), or a field's placeholder is
+    not "%s" (BinaryField on MySQL), nothing is written here: Django does it.
+    """
+    if connection.vendor not in PLAIN_INSERT_VENDORS or not fields or not objs:
+        return False
+    columns = []  # [[value of one field for each obj]]
+    for f in fields:
+        column = list(map(attrgetter(f.attname), objs))
+        if not set(map(type, column)) <= PLAIN_TYPES:
+            return False
+        column = list(map(f.get_db_prep_save, column, repeat(connection)))
+        if not set(map(type, column)) <= PLAIN_TYPES:
+            return False
+        if hasattr(f, "get_placeholder"):
+            compiler = InsertQuery(model).get_compiler(connection=connection)
+            if any(f.get_placeholder(v, compiler, connection) != "%s" for v in column):
+                return False
+        columns.append(column)
+    ops, qn = connection.ops, connection.ops.quote_name
+    head = "%s %s (%s) " % (ops.insert_statement(), qn(model._meta.db_table), ", ".join(qn(f.column) for f in fields))
+    rows = list(zip(*columns))
+    size = max(1, ops.bulk_batch_size(fields, objs))
+    with connection.cursor() as cursor:
+        for i in range(0, len(rows), size):
+            chunk = rows[i : i + size]
+            if i == 0 or len(chunk) < size:
+                sql = head + ops.bulk_insert_sql(fields, [["%s"] * len(fields)] * len(chunk))
+            cursor.execute(sql, tuple(chain.from_iterable(chunk)))
+    return True
 
 
 def _unique_value(info, f, values, deferred):

@@ -190,3 +190,55 @@ def test_restore_over_existing_rows_fails_and_writes_nothing():
     with pytest.raises(RestoreError, match="already exist"):
         restore(records)
     assert diff(before, snapshot()) == []
+
+
+def _sent(connection, insert):
+    """Return the (sql, params, many) `insert()` sends to `connection`, without executing them."""
+    sent = []
+
+    def capture(execute, sql, params, many, context):
+        sent.append((sql, tuple(params), many))
+
+    with connection.execute_wrapper(capture):
+        result = insert()
+    return result, sent
+
+
+def test_plain_insert_sends_what_djangos_insert_compiler_sends():
+    """The fast insert is the raw=True bulk insert: same statements, same parameters, or it declines."""
+    from django.apps import apps
+    from django.db import connection
+    from django.db.models import JSONField, Value
+
+    from gestore_retention.restore import PLAIN_INSERT_VENDORS, _info, _plain_insert
+
+    tenant("acme")
+    m.Organisation.objects.filter(slug="acme").update(churned_at=None)  # a NULL datetime too
+    took = set()
+    for model in apps.get_app_config("demoapp").get_models():
+        objs = list(model._base_manager.all()) * 150  # beyond one batch of SQLite's 999 parameters
+        if not objs or model._meta.proxy:
+            continue
+        fields = _info(model).fields
+
+        def django_insert():  # as bulk_create batches it
+            size = max(1, connection.ops.bulk_batch_size(fields, objs))
+            for i in range(0, len(objs), size):
+                model._base_manager._insert(objs[i : i + size], fields=fields, raw=True)
+
+        expected = _sent(connection, django_insert)[1]
+        done, sent = _sent(connection, lambda: _plain_insert(connection, model, fields, objs))
+        assert done == (connection.vendor in PLAIN_INSERT_VENDORS and sent != []), model
+        if done:
+            assert sent == expected, model
+            took.add(model._meta.label)
+        else:
+            assert sent == [], model
+    if connection.vendor in PLAIN_INSERT_VENDORS:
+        assert {"demoapp.Organisation", "demoapp.Project", "demoapp.Comment", "demoapp.Invoice"} <= took
+
+    # An expression (JSON null) is left to Django's compiler.
+    org = m.Organisation.objects.get(slug="acme")
+    org.settings = Value(None, JSONField())
+    fields = _info(m.Organisation).fields
+    assert _sent(connection, lambda: _plain_insert(connection, m.Organisation, fields, [org])) == (False, [])

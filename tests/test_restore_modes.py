@@ -207,3 +207,19 @@ def test_content_types_are_never_copied():
     count = ContentType.objects.using("other").count()
     restore(records, using="other")
     assert ContentType.objects.using("other").count() == count
+
+
+def test_rows_between_the_bundles_keys_are_neither_conflicts_nor_touched():
+    # The keys 1..3 of a batch are read as one range: the row in between is not the bundle's.
+    tags = [m.Tag.objects.create(name=f"t{i}") for i in range(3)]
+    first, middle, last = tags
+    records = [{"model": "demoapp.tag", "pk": t.pk, "fields": {"name": t.name}} for t in (first, last)]
+    m.Tag.objects.filter(pk__in=[first.pk, last.pk]).delete()
+    m.Tag.objects.filter(pk=middle.pk).update(name="kept")
+    result = restore(records)
+    assert result.inserted == {"demoapp.Tag": 2}
+    assert sorted(m.Tag.objects.values_list("pk", "name")) == [(first.pk, "t0"), (middle.pk, "kept"), (last.pk, "t2")]
+    m.Tag.objects.filter(pk=last.pk).update(name="changed")
+    with pytest.raises(ConflictError) as exc:
+        restore(records)
+    assert {(c.key, c.kind) for c in exc.value.conflicts} == {(first.pk, "identical"), (last.pk, "pk")}
