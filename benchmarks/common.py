@@ -45,9 +45,14 @@ class ChildFailed(RuntimeError):
         self.stderr = stderr
 
     def last_line(self):
-        """Return the last non-empty line of the child's stderr (the exception, usually)."""
+        """Return the exception line of the child's stderr (else its last non-empty line).
+
+        A database error's message may end with the statement and a "^"
+        pointer under it: the line naming the exception says more.
+        """
         lines = [ln.strip() for ln in self.stderr.splitlines() if ln.strip()]
-        return lines[-1] if lines else str(self)
+        named = [ln for ln in lines if re.match(r"[A-Za-z_][\w.]*(Error|Exception|Exit)\b", ln)]
+        return named[-1] if named else lines[-1] if lines else str(self)
 
 
 class ChildTimeout(RuntimeError):
@@ -246,7 +251,11 @@ class Database:
         return folder / f".{self.vendor}-{kind}.stamp"
 
     def _stamp(self):
-        return hashlib.sha256(inspect.getsource(build).encode()).hexdigest()[:16]
+        """Hash what a template holds: `build()`'s source and every migration of the project's apps."""
+        digest = hashlib.sha256(inspect.getsource(build).encode())
+        for path in sorted(ROOT.glob("*/migrations/[0-9]*.py")):
+            digest.update(path.name.encode() + path.read_bytes())
+        return digest.hexdigest()[:16]
 
     def build(self, kind="filled"):
         """Build the template `kind` unless a kept one is current."""
