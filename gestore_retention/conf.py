@@ -8,7 +8,7 @@ Configure with a dict in your settings module:
         "STORAGE": "retention",             # a STORAGES alias for bundles
         "BATCH_SIZE": 1000,                 # rows per query / per insert
         "LEASE_SECONDS": 600,               # how long a worker owns a job
-        "ERASE_BATCH_ROWS": 50_000,         # owned rows per erase transaction (larger subjects: batches)
+        "ERASE_BATCH_ROWS": 200_000,        # owned rows per erase transaction (larger subjects: batches)
     }
 
 When KEYS_DIR is not set, the environment's GESTORE_RETENTION_KEYS_DIR is used.
@@ -23,7 +23,7 @@ DEFAULTS = {
     "STORAGE": "retention",
     "BATCH_SIZE": 1000,
     "LEASE_SECONDS": 600,
-    "ERASE_BATCH_ROWS": 50_000,
+    "ERASE_BATCH_ROWS": 200_000,
 }
 
 

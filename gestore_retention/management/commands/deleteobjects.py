@@ -28,7 +28,7 @@ class Command(RetentionCommand):
                             help="Erase a subject with more owned rows than N in batches of about N rows "
                                  "(whole chunks of the export's BATCH_SIZE keys), one transaction each, every "
                                  "batch checked against the bundle, with progress on stderr "
-                                 '(default: GESTORE_RETENTION["ERASE_BATCH_ROWS"], 50000).')
+                                 '(default: GESTORE_RETENTION["ERASE_BATCH_ROWS"], 200000).')
 
     def handle(self, *args, **opts):
         objects = self.objects(opts["objects"])
