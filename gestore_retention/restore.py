@@ -33,9 +33,10 @@ from dataclasses import dataclass, field
 from itertools import chain, groupby, repeat
 from operator import attrgetter
 
+from django.core.exceptions import SuspiciousFileOperation
 from django.core.files.base import ContentFile
 from django.core.management.color import no_style
-from django.db import IntegrityError, connections, models, transaction
+from django.db import DataError, IntegrityError, connections, models, transaction
 from django.db.models import JSONField, Value
 from django.db.models.base import ModelState
 from django.db.models.fields import AutoFieldMixin
@@ -749,26 +750,45 @@ class _Restorer:
     def write_files(self, info, record):
         for name, spec in (record.get("fields") or {}).items():
             f = info.by_name.get(name)
+            where = f"{info.label} pk {record['pk']!r}"
             if not isinstance(f, models.FileField):
-                raise RestoreError(f"{info.label} pk {record['pk']!r}: {name!r} is not a file field")
+                raise RestoreError(f"{where}: {name!r} is not a file field")
+            if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not spec["name"]:
+                raise RestoreError(f"{where}: file record for {name!r} needs a stored name")
             if spec.get("data") is None:
                 continue  # the file was already missing at export time
-            data = base64.b64decode(spec["data"])
+            try:
+                data = base64.b64decode(spec["data"], validate=True)
+            except (TypeError, ValueError):
+                raise RestoreError(f"{where}: file {spec['name']!r}: its data is not base64") from None
             storage = self.storage or f.storage
             stored_name = spec["name"]
-            if storage.exists(stored_name):
-                with storage.open(stored_name, "rb") as fh:
-                    if fh.read() == data:
-                        continue
-                raise RestoreError(
-                    f"{info.label} pk {record['pk']!r}: file {stored_name!r} exists in storage with other content"
-                )
-            saved = storage.save(stored_name, ContentFile(data))
+            try:
+                if storage.exists(stored_name):
+                    with storage.open(stored_name, "rb") as fh:
+                        if fh.read() == data:
+                            continue
+                    raise RestoreError(f"{where}: file {stored_name!r} exists in storage with other content")
+                saved = storage.save(stored_name, ContentFile(data))
+            except SuspiciousFileOperation:
+                raise RestoreError(f"{where}: file name {stored_name!r} points outside the storage") from None
             self.files.append((storage, saved))
             if saved != stored_name:
                 pk = self.decode_pk(info, record["pk"])
                 pk = self.pk_maps.get(info.label, {}).get(pk, pk)
                 self.qs(info.model).filter(pk=pk).update(**{f.attname: saved})
+
+    def check_references(self):
+        """Check the restored rows' foreign keys now, in the restore's transaction.
+
+        SQLite and PostgreSQL check them only at commit (Django declares them
+        deferred): a dangling reference would pass a dry run, which never
+        commits, and fail the real restore at its end. SQLite's check
+        (`PRAGMA foreign_key_check`) reads each restored table once, indexed;
+        MySQL/MariaDB checked every row as it was written.
+        """
+        if self.connection.vendor in ("sqlite", "postgresql") and self.touched_models:
+            self.connection.check_constraints(table_names=sorted({m._meta.db_table for m in self.touched_models}))
 
     def reset_sequences(self):
         if not self.touched_models:
@@ -857,9 +877,12 @@ def _unique_value(info, f, values, deferred):
 
 def _group_key(record):
     try:
-        return record["model"].lower(), record.get("role", "owned")
+        key = record["model"].lower(), record.get("role", "owned")
+        if "pk" in record and isinstance(record["fields"], dict):
+            return key
     except (TypeError, KeyError, AttributeError):
-        raise RestoreError(f"malformed record: {str(record)[:120]}") from None
+        pass
+    raise RestoreError(f"malformed record (a record has a model, a pk and a fields object): {str(record)[:120]}")
 
 
 class _Unhashable:
@@ -1008,6 +1031,11 @@ def restore(records, *, using="default", batch_size=None, storage=None, mode="fa
                 before_write()
             restorer.run(records, write=True)
             restorer.check_conflicts()
+            restorer.check_references()
+    except (IntegrityError, DataError) as exc:
+        remove_files(restorer.files)
+        message = " ".join(str(exc).split())  # a driver's message can span lines
+        raise RestoreError(f"the database refused the restored rows: {message}; nothing was restored") from None
     except Exception:
         remove_files(restorer.files)
         raise

@@ -242,3 +242,75 @@ def test_plain_insert_sends_what_djangos_insert_compiler_sends():
     org.settings = Value(None, JSONField())
     fields = _info(m.Organisation).fields
     assert _sent(connection, lambda: _plain_insert(connection, m.Organisation, fields, [org])) == (False, [])
+
+
+def _gone_tenant():
+    """Export a tenant, then delete it: return (its records through JSON, the snapshot without it)."""
+    org = tenant("acme")
+    records, _, _ = export_roots(org, scope=SCOPE)
+    org.delete()
+    return records, snapshot()
+
+
+def _changed(records, model, **fields):
+    """The records with the first owned `model` record's fields changed."""
+    out, done = [], False
+    for r in records:
+        if not done and r["model"] == model and r["role"] == "owned":
+            r, done = dict(r, fields=dict(r["fields"], **fields)), True
+        out.append(r)
+    assert done, model
+    return out
+
+
+def test_a_dangling_reference_is_refused_before_commit_in_a_dry_run_too():
+    """SQLite and PostgreSQL check foreign keys at commit: the restore checks them itself, so a dry run agrees."""
+    from django.db import transaction
+
+    records, before = _gone_tenant()
+    bad = _changed(records, "demoapp.task", project=987654)
+    with pytest.raises(RestoreError, match="database refused the restored rows.*nothing was restored"):
+        restore(bad)
+    assert diff(before, snapshot()) == []
+    with pytest.raises(RestoreError, match="database refused the restored rows"):
+        with transaction.atomic():  # as `importobjects --debug`: restore, then roll back
+            restore(bad)
+    assert diff(before, snapshot()) == []
+    restore(records)  # the untouched records restore
+
+
+@pytest.mark.parametrize("broken, message", [
+    (lambda r: {k: v for k, v in r.items() if k != "pk"}, "malformed record"),
+    (lambda r: dict(r, fields="text"), "malformed record"),
+    (lambda r: dict(r, fields=dict(r["fields"], name=None)), "database refused the restored rows"),
+])
+def test_a_malformed_record_is_one_error_and_nothing_is_written(broken, message):
+    records, before = _gone_tenant()
+    i = next(i for i, r in enumerate(records) if r["model"] == "demoapp.organisation")
+    with pytest.raises(RestoreError, match=message):
+        restore(records[:i] + [broken(records[i])] + records[i + 1:])
+    assert diff(before, snapshot()) == []
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"name": "docs/x.pdf", "data": "not base64!"}, "its data is not base64"),
+    ({"name": "../../escape.pdf", "data": "eA=="}, "points outside the storage"),
+    ({"data": "eA=="}, "needs a stored name"),
+    ("text", "needs a stored name"),
+])
+def test_a_malformed_file_record_is_one_error_and_writes_nothing(settings, tmp_path, spec, message):
+    from django.core.files.base import ContentFile
+
+    from tests.caseapp.models import Doc
+
+    settings.MEDIA_ROOT = str(tmp_path / "media")
+    d = Doc(title="r")
+    d.attachment.save("report.pdf", ContentFile(b"the bytes"))
+    records, _, _ = export_roots(d)
+    d.delete()
+    (tmp_path / "media" / "docs" / "report.pdf").unlink()
+    bad = [dict(r, fields={"attachment": spec}) if r["role"] == "file" else r for r in records]
+    with pytest.raises(RestoreError, match=message):
+        restore(bad)
+    assert not Doc.objects.exists()
+    assert not list((tmp_path / "media").rglob("*.pdf")) and not (tmp_path / "escape.pdf").exists()
