@@ -157,6 +157,14 @@ class ChainReport:
         return f"audit chain BROKEN at event #{self.first_bad_seq}: {self.message}"
 
 
+def known_head_error(known_head):
+    """Why `known_head` is not a head hash or a prefix of one ("" when it is)."""
+    known_head = known_head.strip().lower()
+    if len(known_head) < 16 or any(c not in "0123456789abcdef" for c in known_head):
+        return "give at least 16 hex digits of a head hash"
+    return ""
+
+
 def verify_chain(*, using="default", chunk_size=2000, known_head=""):
     """Recompute the chain from the first event and return a ChainReport.
 
@@ -167,8 +175,8 @@ def verify_chain(*, using="default", chunk_size=2000, known_head=""):
     the chain must still contain it. This is a read-only operation.
     """
     known_head = known_head.strip().lower()
-    if known_head and (len(known_head) < 16 or any(c not in "0123456789abcdef" for c in known_head)):
-        return ChainReport(False, 0, None, f"known head {known_head!r}: give at least 16 hex digits of a head hash")
+    if known_head and (problem := known_head_error(known_head)):
+        return ChainReport(False, 0, None, f"known head {known_head!r}: {problem}")
     found_known = not known_head
     expected_seq, prev, count = 1, GENESIS, 0
     events = AuditEvent.objects.using(using).order_by("seq").iterator(chunk_size=chunk_size)

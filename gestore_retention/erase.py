@@ -231,7 +231,7 @@ def erase_subjects(subjects, *, scope, using="default", expected_digest, prechec
     parents and the subjects last, commits on its own after re-checking its
     chunks. `on_batch_erased(result)` runs inside each committed transaction
     but the last, which runs `on_erased(total result)`; `on_batch(done rows,
-    total rows, label)` after each commit. `resume=True` (the caller knows
+    total rows, the batch's models)` after each commit. `resume=True` (the caller knows
     earlier batches of this bundle committed) skips the whole-digest check:
     chunks whose rows are all gone are done, the others are checked as
     usual. A refusal after a commit leaves the subject partly erased, every
@@ -410,12 +410,18 @@ def _erase_batches(fresh, todo, *, digest, updated, batch_rows, precheck, resume
             deleted.update(n_deleted)
             done, files = done + sum(n_deleted.values()), files + n_files
             if on_batch is not None:
-                on_batch(done, total, group[-1].label)
+                on_batch(done, total, _models_text(group))
     except EraseRefused as exc:
         if done or updated or resume:
             _partly(exc, done, resume)
         raise
     return result
+
+
+def _models_text(group):
+    """The models of a batch's chunks: "a.B", "a.B, a.C" or "a.B ... a.D (5 models)"."""
+    labels = list(dict.fromkeys(c.label for c in group))
+    return ", ".join(labels) if len(labels) <= 2 else f"{labels[0]} ... {labels[-1]} ({len(labels)} models)"
 
 
 def _batch_plan(fresh, group, pending):

@@ -339,6 +339,57 @@ def test_import_a_plain_file_and_a_directory(world, bundles, tmp_path):
     refuses(world, "importobjects", str(tmp_path), match=str(tmp_path))
 
 
+@pytest.mark.parametrize("command", [["importobjects"], ["bundle", "verify"], ["bundle", "inspect"], ["bundle", "rewrap"]])
+def test_a_bundle_path_that_is_no_regular_file(world, tmp_path, command):
+    # A directory (an empty last component included) or a device, never "does not exist" or a traceback.
+    for path in [".", "/", str(tmp_path), f"{tmp_path}/"]:
+        refuses(world, *command, path, match=f"{path.rstrip('/') or '/'} is a directory, not a bundle file")
+    refuses(world, *command, os.devnull, match=f"{os.devnull} is not a regular file")
+    refuses(world, *command, "", match="argument PATH: must not be empty")
+
+
+# -- options that exclude one another ---------------------------------------------
+
+@pytest.mark.parametrize("options, message", [
+    (["--debug", "-o", "x.age"], "--output and --debug cannot be combined"),
+    (["--plan", "-o", "x.age"], "--output and --plan cannot be combined"),
+    (["--plan", "--debug"], "--debug and --plan cannot be combined"),
+    (["--plan", "--explain", "demoapp.Organisation.1"], "--plan and --explain cannot be combined"),
+    (["--explain", "demoapp.Organisation.1", "-o", "x.age"], "--output and --explain cannot be combined"),
+    (["-o", ""], "argument -o/--output: must not be empty"),
+], ids=["debug-output", "plan-output", "plan-debug", "plan-explain", "explain-output", "empty-output"])
+def test_exportobjects_conflicting_options(world, tmp_path, options, message):
+    options = [str(tmp_path / o) if o == "x.age" else o for o in options]
+    refuses(world, "exportobjects", f"demoapp.Organisation.{world.acme.pk}", *options, match=message)
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--revoke", "ABCD", "--destroy-epoch", "1"], "--revoke and --destroy-epoch cannot be combined"),
+    (["--revoke", "ABCD", "--epoch", "2"], "--revoke and --epoch cannot be combined"),
+    (["--destroy-epoch", "1", "--escrow", "age1x"], "--destroy-epoch and --escrow cannot be combined"),
+    (["--reason", "lost"], "--reason goes with --revoke"),
+    (["--epoch", "0"], "argument --epoch: '0' is not a positive integer"),
+    (["--epoch", "-1"], "argument --epoch: '-1' is not a positive integer"),
+    (["--destroy-epoch", "0"], "argument --destroy-epoch: '0' is not a positive integer"),
+], ids=["revoke-destroy", "revoke-epoch", "destroy-escrow", "reason-alone", "epoch-0", "epoch-negative", "destroy-0"])
+def test_keygen_conflicting_or_bad_options(world, settings, options, message):
+    keys = Path(settings.GESTORE_RETENTION["KEYS_DIR"])
+    before = sorted((p.name, p.read_bytes()) for p in keys.iterdir())
+    refuses(world, "retention", "keygen", *options, match=message)
+    assert sorted((p.name, p.read_bytes()) for p in keys.iterdir()) == before
+
+
+@pytest.mark.parametrize("head", ["zzzz", "abc", "g" * 16, " "])
+def test_audit_verify_with_a_malformed_known_head_is_an_input_error(world, head):
+    message = refuses(world, "retention", "audit-verify", "--known-head", head, match="--known-head")
+    assert "BROKEN" not in message
+    assert "16 hex digits" in message or "must not be empty" in message
+
+
+def test_gendemo_with_an_unknown_database_alias(world):
+    refuses(world, "gendemo", "--database", "nope", match="--database nope: no such database alias")
+
+
 # -- policies -----------------------------------------------------------------------
 
 BAD_POLICIES = {
@@ -431,7 +482,7 @@ def _var_files(var_dir):
 
 @pytest.fixture(scope="module")
 def var_dir(tmp_path_factory):
-    if os.environ.get("DATABASE_URL"):
+    if not os.environ.get("DATABASE_URL", "sqlite://").startswith("sqlite"):  # testmatrix's SQLite run sets sqlite://
         pytest.skip("the manage.py subprocess tests run on SQLite")
     var = tmp_path_factory.mktemp("var")
     _manage(var, "migrate", "--verbosity", "0", check=True)
@@ -476,6 +527,14 @@ SUBPROCESS_CASES = {
                        "--database nope: no such database alias"),
     "database-alias-subcommand": (["retention", "status", "--database", "nope"], {}, "no such database alias"),
     "keygen-file": (["keygen-in-a-file"], {}, "cannot create it"),
+    "gendemo-database": (["gendemo", "--database", "nope"], {}, "--database nope: no such database alias"),
+    "importobjects-dot": (["importobjects", "."], {}, ". is a directory, not a bundle file"),
+    "bundle-verify-root": (["bundle", "verify", "/"], {}, "/ is a directory, not a bundle file"),
+    # Usage errors: one line `manage.py <command>: error: ...` (exit 2), no usage block.
+    "usage-batch-rows": (["deleteobjects", "X", "--batch-rows", "0"], {}, "--batch-rows: '0' is not a positive"),
+    "usage-mode": (["retention", "restore", "x", "--mode", "bogus"], {}, "invalid choice: 'bogus'"),
+    "usage-positional": (["deleteobjects"], {}, "the following arguments are required: OBJECT"),
+    "usage-gendemo": (["gendemo", "--tenants", "0"], {}, "argument --tenants"),
 }
 
 
@@ -496,3 +555,10 @@ def test_manage_py_exits_non_zero_without_a_traceback(var_dir, case):
     assert len(errors) == 1, result.stderr
     assert _db_state(var_dir) == before
     assert _var_files(var_dir) == before_files
+    if result.returncode == 2:  # argparse: the error line is all there is
+        assert result.stderr.count("\n") == 1 and result.stderr.startswith("manage.py "), result.stderr
+
+
+def test_manage_py_help_still_prints_the_usage(var_dir):
+    result = _manage(var_dir, "retention", "restore", "--help", check=True)
+    assert result.stdout.startswith("usage: manage.py retention restore") and "--mode" in result.stdout

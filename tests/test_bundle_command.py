@@ -45,6 +45,13 @@ def test_inspect_of_a_tampered_bundle_shows_the_facts_and_fails(bundle_path):
     assert "signature_verified: False" in out.getvalue()
 
 
+def test_inspect_of_a_truncated_bundle_names_it_once(bundle_path):
+    bundle_path.write_bytes(bundle_path.read_bytes()[:300])
+    with pytest.raises(CommandError, match="unauthenticated") as info:
+        call_command("bundle", "inspect", str(bundle_path), stdout=StringIO())
+    assert str(info.value).count("b-1.age") == 1, str(info.value)
+
+
 def test_verify(bundle_path):
     result = json.loads(run("verify", str(bundle_path), "--json"))
     assert result["status"] == "OK" and result["records"] == 3 and result["counts"] == {"a.B": 3}

@@ -385,6 +385,30 @@ def test_retention_run_dry_run_writes_nothing(env, demo):
     assert stored(env) == []
 
 
+def test_retention_run_with_nothing_selected_says_so(env):
+    out, _ = run("retention", "run", POLICY, "--dry-run")
+    assert "  0 subjects selected\n" in out and "selected: " not in out
+    out, _ = run("retention", "run", POLICY)
+    assert "0 subjects selected" in out and "; no jobs; 0 rows erased" in out and "jobs by stage" not in out
+
+
+@pytest.mark.parametrize("steps, lines", [
+    (list(range(130, 1000, 130)) + [1000], 8),  # a running total that jumps: a line per 10% step crossed
+    (list(range(5, 1001, 5)), 10),              # many small steps: one line per 10%
+    ([1000], 1),
+])
+def test_progress_off_a_terminal_prints_each_ten_percent_step_crossed(steps, lines):
+    from gestore_retention.management.base import RetentionCommand
+
+    err = io.StringIO()
+    command = RetentionCommand(stdout=io.StringIO(), stderr=err)
+    for series in range(2):  # a second series (done starts again) prints again
+        for done in steps:
+            command.progress(done, 1000, "x")
+    out = err.getvalue().splitlines()
+    assert len(out) == 2 * lines and out[lines - 1] == out[-1] == "1000/1000 x", out
+
+
 def test_retention_restore_brings_a_tenant_back_identical(env, demo):
     selected, _, _ = demo
     before = snapshot()

@@ -192,13 +192,22 @@ def read_bundle(storage_alias, name, keyring, *, limits=fmt.DEFAULT_LIMITS):
     return fmt.OpenedBundle(label, open_file, signature, keyring, limits=limits)
 
 
-def _local_access(path, signature_path):
+def _regular_file(path, what, missing):
+    """Return Path(path) if it is a regular file, else raise BundleError (`missing`: when nothing is there)."""
+    if not str(path):
+        raise BundleError(f"the {what} path is empty")
     path = Path(path)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        raise BundleError(f"{path} is a directory, not a {what} file")
+    raise BundleError(f"{path} is not a regular file" if path.exists() else missing)
+
+
+def _local_access(path, signature_path):
+    path = _regular_file(path, "bundle", f"bundle {path} does not exist")
     signature_path = Path(signature_path) if signature_path else path.with_name(path.name + SIGNATURE_SUFFIX)
-    if not path.is_file():
-        raise BundleError(f"bundle {path} does not exist")
-    if not signature_path.is_file():
-        raise BundleError(f"bundle {path}: signature file {signature_path} is missing")
+    _regular_file(signature_path, "signature", f"bundle {path}: signature file {signature_path} is missing")
     return str(path), (lambda: open(path, "rb")), (lambda: open(signature_path, "rb"))
 
 

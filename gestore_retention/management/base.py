@@ -3,13 +3,15 @@
 Commands are thin: they parse options, call one library function and format
 the result it returns. A RetentionError, an unknown --database alias or an
 OSError (storage, disk) becomes one line on stderr and a non-zero exit
-(CommandError); anything else is a bug and keeps its traceback.
+(CommandError); anything else is a bug and keeps its traceback. A usage
+error (argparse) is one line too: `manage.py <command>: error: ...`, exit 2.
 """
+import argparse
 import os
 import sys
 
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import IntegerField
 
@@ -54,17 +56,76 @@ def add_database_argument(parser, *, default=DEFAULT_DB_ALIAS):
                         help='Database alias to work on (default: "default").')
 
 
-class RetentionCommand(BaseCommand):
+def positive(text):
+    """argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
+
+
+def nonempty(text):
+    """argparse type: a string that is not empty (a path, a hash)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
+def given(opts, option):
+    """Whether `option` (e.g. "--dry-run") was given: not None, False or an empty list ("" counts)."""
+    return opts.get(option.lstrip("-").replace("-", "_")) not in (None, False, [])
+
+
+def refuse_combined(opts, *options):
+    """Raise CommandError when two of `options` (e.g. "--debug", "--output") are given together."""
+    on = [o for o in options if given(opts, o)]
+    if len(on) > 1:
+        raise CommandError(f"{on[0]} and {on[1]} cannot be combined")
+
+
+class OneLineParser(CommandParser):
+    """A CommandParser whose command-line errors are one line, `<prog>: error: ...` (exit 2), no usage block.
+
+    Called programmatically (call_command) it raises CommandError as Django's does.
+    """
+
+    def error(self, message):
+        if self.called_from_command_line:
+            self.exit(2, f"{self.prog}: error: {message}\n")
+        super().error(message)
+
+
+class OneLineErrors:
+    """Mixin for a BaseCommand: its parser and its subcommands' parsers are OneLineParsers."""
+
+    def create_parser(self, prog_name, subcommand, **kwargs):
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+        todo = [parser]
+        while todo:  # Django builds them as CommandParsers, after add_arguments has added the subparsers
+            p = todo.pop()
+            p.__class__ = OneLineParser
+            todo += [sub for a in p._actions if isinstance(a, argparse._SubParsersAction) for sub in a.choices.values()]
+        return parser
+
+
+def check_database(using):
+    """Raise CommandError unless `using` is an alias in settings.DATABASES."""
+    if using not in connections.databases:
+        raise CommandError(f"--database {using}: no such database alias in settings.DATABASES "
+                           f"(there: {', '.join(sorted(connections.databases))})")
+
+
+class RetentionCommand(OneLineErrors, BaseCommand):
     """Base of the commands: --database, and RetentionError -> CommandError."""
 
     def add_arguments(self, parser):
         add_database_argument(parser)
 
     def execute(self, *args, **options):
-        using = options.get("database", DEFAULT_DB_ALIAS)
-        if using not in connections.databases:
-            raise CommandError(f"--database {using}: no such database alias in settings.DATABASES "
-                               f"(there: {', '.join(sorted(connections.databases))})")
+        check_database(options.get("database", DEFAULT_DB_ALIAS))
         try:
             return super().execute(*args, **options)
         except RetentionError as exc:
@@ -97,9 +158,18 @@ class RetentionCommand(BaseCommand):
         self.table(rows, ["model", *roles])
 
     def progress(self, done, total, text=""):
-        """Show progress on stderr when it is a terminal, else one line per 10%."""
+        """Show progress on stderr: a bar on a terminal, else a line each time a new 10% step is crossed.
+
+        `done` may jump (a running row count); a `done` lower than the last or
+        another `total` starts a new series.
+        """
         if total <= 0:
             return
+        last_total, last_done, last_step = getattr(self, "_progress_at", (None, 0, 0))
+        if total != last_total or done < last_done:
+            last_step = 0
+        step = done * 10 // total
+        self._progress_at = (total, done, max(step, last_step))
         stream = sys.stderr
         if stream.isatty():
             width = 30
@@ -108,5 +178,5 @@ class RetentionCommand(BaseCommand):
             if done == total:
                 stream.write("\n")
             stream.flush()
-        elif done == total or done % max(1, total // 10) == 0:
+        elif done >= total or step > last_step:
             self.stderr.write(f"{done}/{total} {text}")

@@ -1,12 +1,12 @@
 """`manage.py gendemo`: fill an empty database with deterministic demo tenants."""
 from datetime import timezone as dt_timezone
 
-from django.core.management.base import BaseCommand, CommandError
-from django.db import DEFAULT_DB_ALIAS
+from django.core.management.base import CommandError
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from demoapp.generator import GeneratorError, generate, status_plan
+from gestore_retention.management.base import RetentionCommand
 
 
 def _positive_int(text):
@@ -19,7 +19,7 @@ def _positive_int(text):
 _positive_int.__name__ = "positive integer"
 
 
-class Command(BaseCommand):
+class Command(RetentionCommand):  # --database checked, one-line errors
     help = (
         "Fill an empty database with demo organisations (tenants) and everything that hangs "
         "off them: users shared across tenants, memberships, projects with tags, tasks, "
@@ -30,6 +30,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
+        super().add_arguments(parser)  # --database: the alias to fill
         parser.add_argument(
             "--tenants", type=_positive_int, default=12, metavar="N",
             help="number of organisations to create (default: 12)",
@@ -46,10 +47,6 @@ class Command(BaseCommand):
             "--now", metavar="ISO-DATETIME",
             help="the moment all dates are relative to, e.g. 2026-06-01T00:00:00Z; "
                  "a naive value is taken as UTC (default: the current time)",
-        )
-        parser.add_argument(
-            "--database", default=DEFAULT_DB_ALIAS,
-            help=f"database alias to fill (default: {DEFAULT_DB_ALIAS!r})",
         )
 
     def handle(self, *args, tenants, scale, seed, now, database, **options):

@@ -5,6 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from ...bundle import KeyRing, inspect_bundle_file, open_bundle_file, rewrap_bundle_file
 from ...errors import RetentionError
+from ..base import OneLineErrors, nonempty
 
 SUBCOMMANDS = {
     "inspect": "Show a bundle's header and signature facts without decrypting it. This is a read-only operation.",
@@ -18,7 +19,7 @@ SUBCOMMANDS = {
 }
 
 
-class Command(BaseCommand):
+class Command(OneLineErrors, BaseCommand):
     help = (
         "Inspect, verify or rewrap a sealed bundle file (PATH, with its signature at PATH.minisig). "
         "Keys come from GESTORE_RETENTION['KEYS_DIR'] (or env GESTORE_RETENTION_KEYS_DIR). "
@@ -30,7 +31,7 @@ class Command(BaseCommand):
         sub = parser.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
         for name, text in SUBCOMMANDS.items():
             action = sub.add_parser(name, help=text, description=text)
-            action.add_argument("path", metavar="PATH", help="Bundle file (.age); its signature is PATH.minisig.")
+            action.add_argument("path", metavar="PATH", type=nonempty, help="Bundle file (.age); its signature is PATH.minisig.")
             action.add_argument("--signature", metavar="SIG",
                                 help="Signature file, when it is not PATH.minisig.")
             action.add_argument("--json", action="store_true", help="Print the result as one JSON object.")
@@ -48,8 +49,9 @@ class Command(BaseCommand):
                     value = json.dumps(value, sort_keys=True, ensure_ascii=False)
                 self.stdout.write(f"{key}: {value}")
         if result.get("signature_verified") is False:  # the facts are shown, but they cannot be trusted
-            raise CommandError(f"{opts['path']}: {result.get('signature_error', 'the signature does not verify')}; "
-                               "the metadata shown is unauthenticated")
+            # The error names the bundle already ("bundle PATH: ...").
+            error = result.get("signature_error") or f"bundle {opts['path']}: the signature does not verify"
+            raise CommandError(f"{error}; the metadata shown is unauthenticated")
 
     def do_inspect(self, opts):
         try:

@@ -1,12 +1,12 @@
 """deleteobjects: archive, verify, then erase objects and what they own."""
-import argparse
+import itertools
 
 from django.core.management.base import CommandError
 
 from ...errors import EraseRefused
 from ...graph.walk import walk
 from ...pipeline import archive_and_erase, refuse_erasure
-from ..base import RetentionCommand
+from ..base import RetentionCommand, positive
 
 
 class Command(RetentionCommand):
@@ -42,7 +42,9 @@ class Command(RetentionCommand):
             refuse_erasure(plan)
         for (model, pk), plan in zip(objects, plans):
             spec = f"{model._meta.label}.{pk}"
-            progress = (lambda done, total, label: self.progress(done, total, label)) if opts["verbosity"] else None
+            batch = itertools.count(1)
+            progress = (lambda done, total, label: self.progress(done, total, f"batch {next(batch)}: {label}")
+                        if opts["verbosity"] else None)
             bundle, result = archive_and_erase((model, pk), using=using, batch_rows=opts["batch_rows"],
                                                on_batch=progress)
             self.stdout.write(
@@ -68,13 +70,3 @@ class Command(RetentionCommand):
         if refused:
             raise CommandError("dry run: the erasure would be refused: " + " | ".join(refused))
 
-
-def positive(text):
-    """argparse type: an integer of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
-    return value

@@ -9,7 +9,7 @@ from ...errors import RetentionError
 from ...graph.walk import walk
 from ...pipeline import bundle_metadata, export_bundle, subject_text
 from ...records import Export
-from ..base import RetentionCommand
+from ..base import RetentionCommand, nonempty, refuse_combined
 
 
 class Command(RetentionCommand):
@@ -18,7 +18,8 @@ class Command(RetentionCommand):
         "row those rows need (their references), into one sealed bundle: compressed, encrypted "
         "for the key ring's recipients and signed. Without --output the bundle goes to the "
         "retention storage and is recorded and audited; with --debug the records are printed "
-        "as JSON Lines instead (nothing is written). This is the GDPR subject export."
+        "as JSON Lines instead (nothing is written). --output, --debug, --plan and --explain exclude "
+        "one another. This is the GDPR subject export."
     )
 
     def add_arguments(self, parser):
@@ -26,7 +27,7 @@ class Command(RetentionCommand):
         parser.add_argument("objects", nargs="+", metavar="OBJECT", help="e.g. demoapp.Organisation.42")
         parser.add_argument("-d", "--debug", action="store_true",
                             help="Print the records as JSON Lines instead of writing a bundle.")
-        parser.add_argument("-o", "--output", metavar="PATH",
+        parser.add_argument("-o", "--output", metavar="PATH", type=nonempty,
                             help="Write the bundle to PATH (and its signature to PATH.minisig) instead of the storage.")
         parser.add_argument("--plan", action="store_true",
                             help="Print rows per model and role without exporting anything.")
@@ -36,8 +37,9 @@ class Command(RetentionCommand):
                                  "Repeat for several rows.")
 
     def handle(self, *args, **opts):
+        refuse_combined(opts, "--output", "--debug", "--plan", "--explain")
         explain = self.objects(opts["explain"])  # a malformed spec fails before any walk
-        if opts["output"]:
+        if opts["output"] is not None:
             check_output(opts["output"])  # before the walk: a bad path costs nothing
         plan = walk(self.objects(opts["objects"]), using=opts["database"])
         if explain:
@@ -57,7 +59,7 @@ class Command(RetentionCommand):
                 self.stdout.write(json.dumps(record, ensure_ascii=False))
             return
         keyring = KeyRing.from_settings()
-        if opts["output"]:
+        if opts["output"] is not None:
             self.write_local(plan, opts["output"], keyring)
             return
         bundle = export_bundle(plan, keyring=keyring, action="subject-export")

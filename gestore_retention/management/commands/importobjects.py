@@ -1,6 +1,6 @@
 """importobjects: restore a bundle into the database, all or nothing."""
 from ...recovery import restore_bundle
-from ..base import RetentionCommand
+from ..base import RetentionCommand, nonempty
 
 
 class Command(RetentionCommand):
@@ -14,7 +14,7 @@ class Command(RetentionCommand):
 
     def add_arguments(self, parser):
         super().add_arguments(parser)
-        parser.add_argument("path", metavar="PATH", help="Bundle file or bundle id.")
+        parser.add_argument("path", metavar="PATH", type=nonempty, help="Bundle file or bundle id.")
         parser.add_argument("-d", "--debug", action="store_true",
                             help="Dry run: perform the real restore, report it, then roll it back.")
         parser.add_argument("-o", "--override", action="store_true",

@@ -11,7 +11,7 @@ from ...models import Bundle, Job, Run
 from ...recovery import restore_bundle
 from ...restore import MODES
 from ...policy import get_policy, load_policies
-from ..base import RetentionCommand, add_database_argument
+from ..base import RetentionCommand, add_database_argument, nonempty, positive, refuse_combined
 from .importobjects import PROGRESS_FROM, add_safety_arguments, write_result
 
 SUBCOMMANDS = {
@@ -49,18 +49,19 @@ class Command(RetentionCommand):
         run.add_argument("--dry-run", action="store_true", help="Print the plan (subjects, rows per model); write nothing.")
         keygen = add("keygen")
         keygen.add_argument("--dir", help="Directory for the key files (default: the KEYS_DIR setting).")
-        keygen.add_argument("--epoch", type=int, default=None,
-                            help="Epoch number of the new encryption key (default: one more than the newest).")
+        keygen.add_argument("--epoch", type=positive, default=None, metavar="N",
+                            help="Epoch number (1 or more) of the new encryption key (default: one more than "
+                                 "the newest).")
         keygen.add_argument("--escrow", metavar="RECIPIENT",
                             help="An age1... escrow recipient added to every new bundle (kept across rotations).")
         keygen.add_argument("--revoke", metavar="KEY_ID",
                             help="Revoke a signing key instead: it then verifies and signs nothing.")
         keygen.add_argument("--reason", default="", help="With --revoke: why, recorded in keyring.json.")
-        keygen.add_argument("--destroy-epoch", type=int, metavar="N",
+        keygen.add_argument("--destroy-epoch", type=positive, metavar="N",
                             help="Destroy the age identity of epoch N instead (crypto-shredding: bundles "
                                  "encrypted only for it become unreadable; rewrap the ones to keep first).")
         restore = add("restore")
-        restore.add_argument("bundle", metavar="BUNDLE", help="Bundle file path or bundle id.")
+        restore.add_argument("bundle", metavar="BUNDLE", type=nonempty, help="Bundle file path or bundle id.")
         restore.add_argument("--dry-run", action="store_true", help="Restore, report, then roll back.")
         restore.add_argument("--mode", choices=MODES, default="fail",
                              help="What to do when owned rows exist: fail (default: report every conflict, "
@@ -71,7 +72,7 @@ class Command(RetentionCommand):
         add("status")
         audit_verify = add("audit-verify")
         audit_verify.add_argument(
-            "--known-head", metavar="HASH",
+            "--known-head", metavar="HASH", type=nonempty,
             help="A head hash printed by an earlier audit-verify and kept outside the database (16+ hex "
                  "digits): the chain must still contain it, so deleting the newest events is detected too.")
         add("policies")
@@ -95,7 +96,7 @@ class Command(RetentionCommand):
             subjects, totals = sweep.dry_run(policy, using=using)
             self.stdout.write(f"  {len(subjects)} subject(s) selected: "
                               + ", ".join(f"{policy.subject}.{pk}" for pk, _ in subjects[:20])
-                              + (" ..." if len(subjects) > 20 else ""))
+                              + (" ..." if len(subjects) > 20 else "") if subjects else "  0 subjects selected")
             if subjects:
                 self.plan_table(totals)
             if opts["dry_run"]:
@@ -105,9 +106,10 @@ class Command(RetentionCommand):
                 policy, using=using,
                 progress=lambda i, n, job: self.progress(i, n, f"{job.subject_label}.{job.subject_pk} {job.stage}"),
             )
+            stages = ", ".join(f"{k}={v}" for k, v in sorted(summary.stages.items()))
             self.stdout.write(
-                f"run {summary.run_id}: {summary.selected} selected; jobs by stage: "
-                + ", ".join(f"{k}={v}" for k, v in sorted(summary.stages.items()))
+                f"run {summary.run_id}: {summary.selected} selected; "
+                + (f"jobs by stage: {stages}" if stages else "no jobs")
                 + f"; {summary.erased_rows} rows erased; {len(summary.bundles)} bundle(s)"
             )
             for name in summary.bundles:
@@ -123,6 +125,11 @@ class Command(RetentionCommand):
         directory = opts["dir"] or conf.get("KEYS_DIR")
         if not directory:
             raise CommandError('no key directory: pass --dir or set GESTORE_RETENTION["KEYS_DIR"]')
+        # Three actions: generate (--epoch, --escrow), --revoke (with --reason), --destroy-epoch.
+        refuse_combined(opts, "--revoke", "--destroy-epoch", "--epoch")
+        refuse_combined(opts, "--revoke", "--destroy-epoch", "--escrow")
+        if opts["reason"] and not opts["revoke"]:
+            raise CommandError("--reason goes with --revoke (why the signing key is revoked)")
         # A KeyringError becomes a one-line CommandError in RetentionCommand.execute.
         if opts["revoke"]:
             info = revoke_signing_key(directory, opts["revoke"], reason=opts["reason"])
@@ -134,7 +141,7 @@ class Command(RetentionCommand):
             self.stdout.write(f"epoch {opts['destroy_epoch']} identity ({recipient}) destroyed in {directory}: "
                               "bundles encrypted only for it can no longer be decrypted")
             return
-        epoch = opts["epoch"] or next_epoch(directory)
+        epoch = opts["epoch"] if opts["epoch"] is not None else next_epoch(directory)
         public = generate_keys(directory, epoch=epoch, escrow_recipient=opts["escrow"])
         self.stdout.write(f"keys written to {directory} (private files are mode 0400; keep them secret)")
         for key, value in public.items():
@@ -163,6 +170,8 @@ class Command(RetentionCommand):
                    ["bundle", "subject", "location", "bytes", "verified"])
 
     def do_audit_verify(self, opts):
+        if opts["known_head"] and (problem := audit.known_head_error(opts["known_head"])):
+            raise CommandError(f"--known-head {opts['known_head']!r}: {problem}")  # the input, not the chain
         report = audit.verify_chain(using=opts["database"], known_head=opts["known_head"] or "")
         if not report.ok:
             raise CommandError(str(report))
