@@ -2,7 +2,7 @@
 import pickle
 import uuid
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from gestore_retention.graph import keys as keys_module
@@ -97,6 +97,7 @@ def test_key_filter_turns_runs_into_ranges():
 
 
 @given(key_lists, st.integers(1, 7))
+@example([0, 1], 1)  # a short run longer than the budget is split
 def test_query_chunks_cover_the_keys_within_their_budget(a, size):
     """A query chunk holds at most MAX_RANGES long runs and `size` other keys; each is filtered as given."""
     from gestore_retention.graph.keys import MAX_RANGES, RANGE_FROM, key_filter

@@ -216,17 +216,24 @@ class KeySet(Set):
         """
         starts, stops, ranges, singles = array("q"), array("q"), 0, 0
         for start, stop in zip(self._starts, self._stops):
-            cost = stop - start
-            is_range = cost >= RANGE_FROM
-            if starts and ((is_range and ranges == MAX_RANGES) or (not is_range and singles + cost > size)):
-                yield KeySet._make(starts, stops, ())
-                starts, stops, ranges, singles = array("q"), array("q"), 0, 0
-            starts.append(start)
-            stops.append(stop)
-            if is_range:
+            if stop - start >= RANGE_FROM:
+                if ranges == MAX_RANGES:
+                    yield KeySet._make(starts, stops, ())
+                    starts, stops, ranges, singles = array("q"), array("q"), 0, 0
+                starts.append(start)
+                stops.append(stop)
                 ranges += 1
-            else:
-                singles += cost
+                continue
+            for key in range(start, stop):  # a short run: its keys go in the IN list, one by one
+                if singles == size:
+                    yield KeySet._make(starts, stops, ())
+                    starts, stops, ranges, singles = array("q"), array("q"), 0, 0
+                if stops and stops[-1] == key:
+                    stops[-1] = key + 1
+                else:
+                    starts.append(key)
+                    stops.append(key + 1)
+                singles += 1
         if starts:
             yield KeySet._make(starts, stops, ())
         other = sorted(self._other, key=sort_key)
