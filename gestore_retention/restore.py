@@ -882,7 +882,9 @@ def _group_key(record):
             return key
     except (TypeError, KeyError, AttributeError):
         pass
-    raise RestoreError(f"malformed record (a record has a model, a pk and a fields object): {str(record)[:120]}")
+    if isinstance(record, dict) and isinstance(record.get("model"), str):
+        model_for_record(record)  # an unknown model says so first
+    raise BundleError(f"malformed record (a record has a model, a pk and a fields object): {str(record)[:120]}")
 
 
 class _Unhashable:

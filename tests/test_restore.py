@@ -5,7 +5,7 @@ import pytest
 
 from demoapp import models as m
 from gestore_retention.erase import erase
-from gestore_retention.errors import EraseRefused, RestoreError, VerificationFailed
+from gestore_retention.errors import BundleError, EraseRefused, RestoreError, VerificationFailed
 from gestore_retention.graph.walk import Scope, walk
 from gestore_retention.records import Export
 from gestore_retention.restore import restore
@@ -279,15 +279,15 @@ def test_a_dangling_reference_is_refused_before_commit_in_a_dry_run_too():
     restore(records)  # the untouched records restore
 
 
-@pytest.mark.parametrize("broken, message", [
-    (lambda r: {k: v for k, v in r.items() if k != "pk"}, "malformed record"),
-    (lambda r: dict(r, fields="text"), "malformed record"),
-    (lambda r: dict(r, fields=dict(r["fields"], name=None)), "database refused the restored rows"),
+@pytest.mark.parametrize("broken, error, message", [
+    (lambda r: {k: v for k, v in r.items() if k != "pk"}, BundleError, "malformed record"),
+    (lambda r: dict(r, fields="text"), BundleError, "malformed record"),
+    (lambda r: dict(r, fields=dict(r["fields"], name=None)), RestoreError, "database refused the restored rows"),
 ])
-def test_a_malformed_record_is_one_error_and_nothing_is_written(broken, message):
+def test_a_malformed_record_is_one_error_and_nothing_is_written(broken, error, message):
     records, before = _gone_tenant()
     i = next(i for i, r in enumerate(records) if r["model"] == "demoapp.organisation")
-    with pytest.raises(RestoreError, match=message):
+    with pytest.raises(error, match=message):
         restore(records[:i] + [broken(records[i])] + records[i + 1:])
     assert diff(before, snapshot()) == []
 
