@@ -848,7 +848,8 @@ def _plain_insert(connection, model, fields, objs):
         column = list(map(attrgetter(f.attname), objs))
         if not set(map(type, column)) <= PLAIN_TYPES:
             return False
-        column = list(map(f.get_db_prep_save, column, repeat(connection)))
+        if not _prepared_already(f, column):
+            column = list(map(f.get_db_prep_save, column, repeat(connection)))
         if not set(map(type, column)) <= PLAIN_TYPES:
             return False
         if hasattr(f, "get_placeholder"):
@@ -867,6 +868,26 @@ def _plain_insert(connection, model, fields, objs):
                 sql = head + ops.bulk_insert_sql(fields, [["%s"] * len(fields)] * len(chunk))
             cursor.execute(sql, tuple(chain.from_iterable(chunk)))
     return True
+
+
+# Django's own fields whose get_db_prep_save() returns an int or a str as it is (SQLite, MySQL).
+_AS_IS = {int: (models.AutoField, models.BigAutoField, models.SmallAutoField, models.IntegerField,
+                models.BigIntegerField, models.SmallIntegerField, models.PositiveIntegerField,
+                models.PositiveBigIntegerField, models.PositiveSmallIntegerField),
+          str: (models.CharField, models.TextField, models.SlugField, models.EmailField, models.URLField)}
+
+
+def _prepared_already(f, column):
+    """True when get_db_prep_save() would give back every value of `column` unchanged (skip it: per value).
+
+    Only for Django's own integer and text fields (and foreign keys to
+    them), exactly those classes, holding values of exactly that type or None.
+    """
+    target = f.target_field if f.is_relation and type(f) is models.ForeignKey else f
+    for kind, classes in _AS_IS.items():
+        if type(target) in classes:
+            return set(map(type, column)) <= {kind, type(None)}
+    return False
 
 
 def _unique_value(info, f, values, deferred):
