@@ -466,7 +466,7 @@ class _Restorer:
         out = {}
         qs = self.qs(info.model)
         if all(type(pk) is int for pk in pks) and max(pks) - min(pks) < 2 * len(pks):  # noqa: E721
-            # Keys that fill half their span are read as one range, as records._select
+            # Keys that fill half their span are read as one range, as records._selects
             # does: far cheaper than an IN list of a thousand parameters.
             qs = qs.filter(pk__gte=min(pks), pk__lte=max(pks))
         else:
